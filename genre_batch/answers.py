@@ -1,0 +1,204 @@
+"""Answers from a published index: similar songs, genres of new files, evaluation. No Ray.
+
+New audio is featurised with the exact ``FeatureConfig`` stored in the index manifest (the
+one its model was trained on), and the model is the one the index was built with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from genre_batch import metrics as m
+from genre_batch.artifacts import IndexVersion, published_index
+from genre_batch.checkpoint import ModelBundle, load_model_bundle
+from genre_batch.config import ensure_same_features
+from genre_batch.decode import decode_audio
+from genre_batch.errors import GenreBatchError
+from genre_batch.evaluation import split_metrics
+from genre_batch.features import featurise
+from genre_batch.index import SongIndex, UnknownSongError, recall_at_k
+from genre_batch.pooling import GenreDecision, decide_genre, pool_song
+from genre_batch.storage import download_file, is_local, normalise_uri, read_bytes
+from genre_batch.tables import read_frame
+
+logger = logging.getLogger(__name__)
+
+
+def cache_dir() -> str:
+    return os.environ.get("GENRE_BATCH_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "genre-batch"))
+
+
+def local_copy(uri: str) -> str:
+    """A local path to memory-map. Versions are immutable, so a cached copy never goes stale."""
+    if is_local(uri):
+        return normalise_uri(uri)
+    key = hashlib.sha256(normalise_uri(uri).encode()).hexdigest()[:16]
+    local = os.path.join(cache_dir(), key, os.path.basename(uri))
+    if not os.path.exists(local):
+        tmp = f"{local}.part-{os.getpid()}"
+        download_file(uri, tmp)
+        os.replace(tmp, local)
+    return local
+
+
+@dataclass(frozen=True)
+class AudioAnswer:
+    source: str
+    decision: GenreDecision
+    embedding: np.ndarray
+    n_tiles: int
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    song_id: str
+    similarity: float
+    genre: str
+    genre_source: str  # "label" or "predicted"
+    path: str
+
+
+class PublishedIndex:
+    """The published index version of a root, loaded lazily: table, Annoy file, model."""
+
+    def __init__(self, root: str, version: IndexVersion | None = None) -> None:
+        self.root = root
+        self.version = version or published_index(root)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.version.manifest["threshold"]["threshold"])
+
+    @cached_property
+    def predictions(self) -> pd.DataFrame:
+        frame = read_frame(self.version.predictions_uri)
+        return frame.sort_values("item_id").reset_index(drop=True)
+
+    @cached_property
+    def by_song(self) -> pd.DataFrame:
+        return self.predictions.set_index("song_id", drop=False)
+
+    @cached_property
+    def index(self) -> SongIndex:
+        return SongIndex.load(
+            local_copy(self.version.annoy_uri),
+            self.predictions["song_id"].tolist(),
+            int(self.version.manifest["embedding_dim"]),
+        )
+
+    @cached_property
+    def model(self) -> ModelBundle:
+        bundle = load_model_bundle(read_bytes(self.version.manifest["model"]))
+        ensure_same_features(self.version.feature_config, bundle.feature_config, "the index's model")
+        return bundle
+
+    # ---------------------------------------------------------------- audio
+    def analyse_audio(self, uri: str) -> AudioAnswer:
+        """Decode and featurise a file exactly as ingest did, run the model, pool the tiles."""
+        import torch
+
+        from genre_batch.models import tiles_to_input
+
+        data = read_bytes(uri)
+        config = self.version.feature_config
+        audio = decode_audio(data, name=uri, target_sample_rate=config.sample_rate)
+        tiles = featurise(audio.samples, config, name=uri)
+        with torch.inference_mode():
+            logits, embeddings = self.model.model.forward_with_embedding(
+                tiles_to_input(torch.from_numpy(tiles.tiles.copy()))
+            )
+            probs = torch.softmax(logits.float(), dim=1).numpy()
+        song_probs, embedding = pool_song(probs, embeddings.float().numpy())
+        return AudioAnswer(
+            source=uri,
+            decision=decide_genre(song_probs, self.model.labels, self.threshold),
+            embedding=embedding,
+            n_tiles=len(tiles),
+            content_hash=hashlib.sha256(data).hexdigest(),
+        )
+
+    # ---------------------------------------------------------------- neighbours
+    def _neighbour(self, song_id: str, similarity: float) -> Neighbour:
+        row = self.by_song.loc[song_id]
+        has_label = isinstance(row["label"], str)
+        return Neighbour(
+            song_id=song_id,
+            similarity=round(float(similarity), 4),
+            genre=row["label"] if has_label else row["genre"],
+            genre_source="label" if has_label else "predicted",
+            path=row["path"],
+        )
+
+    def similar_to_song(self, song_id: str, k: int = 10) -> list[Neighbour]:
+        if song_id not in self.index:
+            raise UnknownSongError(f"song {song_id!r} is not in index {self.version.version}")
+        return [self._neighbour(sid, sim) for sid, sim in self.index.query_song(song_id, k)]
+
+    def similar_to_audio(self, uri: str, k: int = 10) -> tuple[AudioAnswer, list[Neighbour]]:
+        answer = self.analyse_audio(uri)
+        # The query itself is excluded when it is in the catalogue (same path or same bytes).
+        same = self.predictions["path"] == normalise_uri(uri)
+        exclude = set(self.predictions.loc[same, "song_id"])
+        exclude |= self.songs_with_hash(answer.content_hash)
+        hits = self.index.query_vector(answer.embedding, k, exclude=exclude)
+        return answer, [self._neighbour(sid, sim) for sid, sim in hits]
+
+    def songs_with_hash(self, content_hash: str) -> set[str]:
+        ingest_version = self.version.manifest.get("ingest_version")
+        if not ingest_version:
+            return set()
+        from genre_batch.artifacts import IngestVersion
+        from genre_batch.storage import read_json
+
+        layout = self.version.layout
+        manifest = read_json(layout.ingest_manifest(ingest_version))
+        songs = read_frame(IngestVersion(layout, ingest_version, manifest).songs_uri, ["song_id", "content_hash"])
+        return set(songs.loc[songs["content_hash"] == content_hash, "song_id"])
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, k: int = 10) -> dict[str, Any]:
+        """Song/tile/per-genre accuracy, the unknown rule and genre precision@k of `similar`."""
+        labels = list(self.version.manifest["labels"])
+        frame = self.predictions
+        frame = frame.assign(tiles_correct=frame["tiles_correct"].fillna(0))
+        out: dict[str, Any] = {"index_version": self.version.version, "model_run": self.version.manifest["model_run"]}
+        for split in ("valid", "test"):
+            part = frame[frame["split"] == split]
+            numbers = split_metrics(part, labels)
+            known = part[part["label"].isin(labels)]
+            numbers["unknown_rule"] = m.unknown_rule_report(
+                known["label"].tolist(), known["predicted"].tolist(),
+                known["confidence"].to_numpy(float), self.threshold,
+            ).to_dict()
+            numbers[f"genre_precision_at_{k}"] = self._precision_at_k(known, k)
+            out[split] = numbers
+        out["unlabelled_songs"] = int(frame["label"].isna().sum())
+        out["unknown_threshold"] = self.version.manifest["threshold"]
+        vectors = np.stack(frame["embedding"].to_numpy()).astype(np.float32)
+        out[f"annoy_recall_at_{k}"] = recall_at_k(self.index, vectors, k=min(k, len(frame) - 1), n_queries=200) \
+            if len(frame) > 1 else float("nan")
+        return out
+
+    def _precision_at_k(self, queries: pd.DataFrame, k: int) -> float:
+        neighbour_genres = [[n.genre for n in self.similar_to_song(sid, k)] for sid in queries["song_id"]]
+        return m.precision_at_k(queries["label"].tolist(), neighbour_genres)
+
+
+def format_decision(decision: GenreDecision) -> str:
+    top = ", ".join(f"{label} {prob:.2f}" for label, prob in decision.top)
+    return f"{decision.genre} (confidence {decision.confidence:.2f}; top: {top})"
+
+
+def require_songs(index: PublishedIndex, song_ids: Sequence[str]) -> None:
+    missing = [s for s in song_ids if s not in index.index]
+    if missing:
+        raise GenreBatchError(f"not in the index: {missing}")

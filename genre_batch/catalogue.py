@@ -1,0 +1,81 @@
+"""The catalogue: which audio files there are, their ids, and their labels."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from genre_batch.decode import is_audio_path
+from genre_batch.errors import LabelError
+from genre_batch.labels import LABEL_SOURCES, LabelRow, label_from_folder, parse_labels_csv
+from genre_batch.storage import normalise_uri, read_bytes, relative_to, walk_files
+
+logger = logging.getLogger(__name__)
+
+
+def song_id_for(relative_path: str) -> str:
+    """Stable id from the catalogue-relative path: a replaced file keeps its id."""
+    return hashlib.sha1(relative_path.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CatalogueFile:
+    song_id: str
+    uri: str
+    relative_path: str
+    size_bytes: int
+    mtime: str
+    label: str | None
+    label_source: str
+    artist: str | None
+    split_override: str | None
+
+
+def list_catalogue(catalogue_uri: str, labels: str = "folder") -> list[CatalogueFile]:
+    """List audio files (by extension, case-insensitive) and attach labels.
+
+    ``labels`` is ``folder`` (parent folder name), ``tags`` (read later, from the bytes),
+    ``none``, or the URI of a CSV with columns ``path,genre[,artist][,split]``.
+    """
+    root = normalise_uri(catalogue_uri)
+    csv_rows: dict[str, LabelRow] | None = None
+    mode = labels
+    if labels not in LABEL_SOURCES:
+        csv_rows = parse_labels_csv(read_bytes(labels).decode("utf-8-sig"), source=labels)
+        mode = "csv"
+    files: list[CatalogueFile] = []
+    skipped = 0
+    for info in walk_files(root):
+        relative = relative_to(info.uri, root)
+        if not is_audio_path(relative):
+            skipped += 1
+            continue
+        row = (csv_rows or {}).get(relative)
+        if mode == "folder":
+            label, artist, split = label_from_folder(relative), None, None
+        elif mode == "csv":
+            label, artist, split = (row.genre, row.artist, row.split) if row else (None, None, None)
+        else:  # tags: filled in from the file's bytes during ingest; none: unlabelled
+            label, artist, split = None, None, None
+        files.append(
+            CatalogueFile(
+                song_id=song_id_for(relative),
+                uri=info.uri,
+                relative_path=relative,
+                size_bytes=info.size,
+                mtime=info.mtime or info.etag,
+                label=label,
+                label_source=mode if label else "none",
+                artist=artist,
+                split_override=split,
+            )
+        )
+    if csv_rows is not None:
+        unknown = sorted(set(csv_rows) - {f.relative_path for f in files})
+        if unknown:
+            raise LabelError(
+                f"{labels}: {len(unknown)} path(s) not found in {root}, e.g. {unknown[:3]}"
+            )
+    logger.info("catalogue %s: %d audio files, %d other files skipped", root, len(files), skipped)
+    return files

@@ -1,0 +1,68 @@
+"""`genre-batch`: one command, a subcommand per job. Ray is imported only by jobs that need it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Callable
+
+from genre_batch.errors import GenreBatchError
+
+logger = logging.getLogger("genre_batch")
+
+
+def configure_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # Ray's own loggers are noisy at INFO; its progress bars say what users need.
+    for noisy in ("ray", "ray.data", "ray.train", "ray.tune", "filelock", "numba", "fsspec", "s3fs", "botocore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_entry_point(body: Callable[[], object], verbose: bool | None = None) -> int:
+    """Run a command: exit 0 on success, 1 with a one-line message on a known failure."""
+    if verbose is None:
+        verbose = bool(os.environ.get("GENRE_BATCH_VERBOSE"))
+    configure_logging(verbose)
+    try:
+        result = body()
+    except GenreBatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:
+        print(f"error: not found: {exc}", file=sys.stderr)
+        return 1
+    return int(result) if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from genre_batch import commands
+
+    parser = argparse.ArgumentParser(
+        prog="genre-batch",
+        description="Genre classification and similar-song search for music catalogues, on Ray.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_arguments, _) in commands.COMMANDS.items():
+        child = sub.add_parser(name, help=help_text, description=help_text,
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        add_arguments(child)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from genre_batch import commands
+
+    args = build_parser().parse_args(argv)
+    _, _, run = commands.COMMANDS[args.command]
+    return run_entry_point(lambda: run(args), verbose=args.verbose)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

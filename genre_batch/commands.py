@@ -1,0 +1,176 @@
+"""The subcommands of `genre-batch`: (help, add_arguments, run) each.
+
+Jobs delegate to the same ``pipelines.<job>`` modules that ``ray job submit`` runs, so the
+CLI and the cluster entry points cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable
+
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def _job(module_name: str, help_text: str) -> Command:
+    """A subcommand that is exactly `python -m pipelines.<job>`: same flags, same code."""
+    import importlib
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        importlib.import_module(f"pipelines.{module_name}").add_arguments(parser)
+
+    def run(args: argparse.Namespace) -> None:
+        print(importlib.import_module(f"pipelines.{module_name}").from_args(args).summary())
+
+    return help_text, add_arguments, run
+
+
+COMMANDS.update(
+    {
+        "ingest": _job("ingest", "decode a catalogue into tiles + songs + errors tables (Ray Data)"),
+        "train": _job("train", "train the tile CNN on the published tiles (Ray Train)"),
+        "index": _job("index", "embed every song, decide genres, build and publish the Annoy index"),
+    }
+)
+
+
+# ------------------------------------------------------------------ answers (no Ray)
+def _emit(payload: Any, as_json: bool, text: str) -> None:
+    import json
+
+    print(json.dumps(payload, indent=2, default=_jsonable) if as_json else text)
+
+
+def _jsonable(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float) and value != value:
+        return None
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _evaluate_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="storage root with a published index")
+    parser.add_argument("-k", type=int, default=10, help="neighbours for genre precision@k")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a summary")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from genre_batch.answers import PublishedIndex
+    from genre_batch.storage import join, write_json
+
+    index = PublishedIndex(args.root)
+    report = index.evaluate(k=args.k)
+    # Additive: the published files of the version are never modified.
+    write_json(join(index.version.layout.evaluation_dir(index.version.version), "metrics.json"),
+               _clean_json(report))
+    _emit(report, args.json, format_evaluation(report, args.k))
+
+
+def _clean_json(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=_jsonable).replace("NaN", "null"))
+
+
+def _num(value: Any) -> str:
+    """Three decimals, or n/a where a number is undefined (no songs in that split)."""
+    return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
+def format_evaluation(report: dict[str, Any], k: int) -> str:
+    lines = [f"index {report['index_version']} (model {report['model_run']})"]
+    for split in ("valid", "test"):
+        part = report[split]
+        rule = part["unknown_rule"]
+        lines.append(
+            f"  {split}: {part['songs']} songs, song accuracy {_num(part['song_accuracy'])}, "
+            f"tile accuracy {_num(part['tile_accuracy'])}, "
+            f"genre precision@{k} {_num(part[f'genre_precision_at_{k}'])}"
+        )
+        lines.append(
+            f"    unknown rule (threshold {_num(rule['threshold'])}): coverage {_num(rule['coverage'])}, "
+            f"accuracy on answered songs {_num(rule['accuracy_accepted'])} "
+            f"(all songs {_num(rule['accuracy_all'])})"
+        )
+        per_genre = ", ".join(f"{g} {_num(v)}" for g, v in part["per_genre"].items())
+        lines.append(f"    per genre: {per_genre}")
+    lines.append(f"  Annoy recall@{k} vs exact cosine search: {_num(report[f'annoy_recall_at_{k}'])}")
+    return "\n".join(lines)
+
+
+def _classify_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="storage root with a published index")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (paths or URIs)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _classify(args: argparse.Namespace) -> int:
+    import sys
+
+    from genre_batch.answers import PublishedIndex, format_decision
+    from genre_batch.errors import GenreBatchError
+
+    index = PublishedIndex(args.root)
+    results, failed = [], 0
+    for uri in args.files:
+        try:
+            answer = index.analyse_audio(uri)
+        except (GenreBatchError, OSError) as exc:  # one bad file must not hide the others' answers
+            failed += 1
+            print(f"error: {uri}: {exc}", file=sys.stderr)
+            results.append({"file": uri, "error": str(exc)})
+            continue
+        results.append({"file": uri, "n_tiles": answer.n_tiles, **answer.decision.to_dict()})
+        if not args.json:
+            print(f"{uri}: {format_decision(answer.decision)}")
+    if args.json:
+        _emit(results, True, "")
+    return 1 if failed else 0
+
+
+def _similar_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="storage root with a published index")
+    query = parser.add_mutually_exclusive_group(required=True)
+    query.add_argument("--song", help="song id from the songs / predictions table")
+    query.add_argument("--audio", help="an audio file (path or URI), in the catalogue or not")
+    parser.add_argument("-k", type=int, default=10, help="number of neighbours")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _similar(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from genre_batch.answers import PublishedIndex, format_decision
+
+    index = PublishedIndex(args.root)
+    if args.song:
+        neighbours = index.similar_to_song(args.song, args.k)
+        header = f"songs like {args.song} ({index.by_song.loc[args.song, 'path']}):"
+        payload: dict[str, Any] = {"query": {"song_id": args.song}}
+    else:
+        answer, neighbours = index.similar_to_audio(args.audio, args.k)
+        header = f"songs like {args.audio} [{format_decision(answer.decision)}]:"
+        payload = {"query": {"audio": args.audio, **answer.decision.to_dict()}}
+    payload["neighbours"] = [asdict(n) for n in neighbours]
+    lines = [header] + [
+        f"  {n.similarity:6.3f}  {n.song_id}  {n.genre:<16} {'' if n.genre_source == 'label' else '(predicted) '}{n.path}"
+        for n in neighbours
+    ]
+    _emit(payload, args.json, "\n".join(lines))
+
+
+COMMANDS.update(
+    {
+        "evaluate": ("metrics of the published model and index", _evaluate_args, _evaluate),
+        "classify": ("genre of audio files that are not in the catalogue", _classify_args, _classify),
+        "similar": ("the songs nearest to a song of the catalogue or to an audio file", _similar_args, _similar),
+    }
+)

@@ -1,0 +1,169 @@
+"""Featurisation geometry and per-stage configs: one source of truth, serialisable, checked.
+
+Every artifact (tile shards, checkpoints, index manifests) carries the ``FeatureConfig`` it
+was made with, and every reader compares it with what it expects (``ensure_same_features``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, TypeVar
+
+from genre_batch.errors import ConfigMismatchError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How audio becomes 256x256 uint8 log-mel tiles.
+
+    dB values are relative to the loudest time-frequency bin of the song (``ref = max``),
+    clipped to ``[-top_db, 0]`` and mapped linearly onto 0..255, so tiles do not depend on
+    the file's playback level.
+    """
+
+    sample_rate: int = 22_050
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 256
+    fmin: float = 0.0
+    fmax: float = 11_025.0
+    top_db: float = 80.0
+    tile_frames: int = 256
+    tile_hop_frames: int = 256
+    # A song shorter than one tile but at least this long is padded to one tile.
+    min_duration_s: float = 3.0
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.n_fft % self.hop_length != 0:
+            raise ValueError(f"n_fft ({self.n_fft}) must be a multiple of hop_length ({self.hop_length})")
+        if self.fmax > self.sample_rate / 2:
+            raise ValueError(f"fmax {self.fmax} is above Nyquist ({self.sample_rate / 2})")
+        if not 0 < self.tile_hop_frames <= self.tile_frames:
+            raise ValueError("tile_hop_frames must be in (0, tile_frames]")
+        if self.top_db <= 0:
+            raise ValueError("top_db must be positive")
+        if self.min_duration_s * self.sample_rate < self.n_fft:
+            raise ValueError("min_duration_s must cover at least one FFT window")
+
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        return (self.n_mels, self.tile_frames)
+
+    @property
+    def tile_bytes(self) -> int:
+        return self.n_mels * self.tile_frames
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.hop_length / self.sample_rate
+
+    @property
+    def tile_seconds(self) -> float:
+        return self.tile_frames * self.frame_seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureConfig":
+        return from_dict(cls, data)
+
+    def fingerprint(self) -> str:
+        """Short stable hash of every field: equal fingerprints mean identical tiles."""
+        return fingerprint(self.to_dict())
+
+
+def ensure_same_features(expected: FeatureConfig, found: FeatureConfig, where: str) -> None:
+    """Raise ``ConfigMismatchError`` naming every field that differs."""
+    if expected == found:
+        return
+    diffs = [
+        f"{name}: expected {getattr(expected, name)!r}, found {getattr(found, name)!r}"
+        for name in (f.name for f in dataclasses.fields(FeatureConfig))
+        if getattr(expected, name) != getattr(found, name)
+    ]
+    raise ConfigMismatchError(f"{where} was featurised differently: " + "; ".join(diffs))
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Train/valid/test assignment: a pure function of the artist (else the song) id."""
+
+    train: float = 0.7
+    valid: float = 0.15
+    test: float = 0.15
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        total = self.train + self.valid + self.test
+        if abs(total - 1.0) > 1e-6 or min(self.train, self.valid, self.test) < 0:
+            raise ValueError(f"split ratios must be non-negative and sum to 1, got {total}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the tile CNN; stored in every checkpoint so it can be rebuilt exactly."""
+
+    name: str = "cnn"
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    stem_stride: int = 4
+    embedding_dim: int = 128
+    dropout: float = 0.3
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        data = dict(data)
+        if "channels" in data:
+            data["channels"] = tuple(data["channels"])
+        return from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["channels"] = list(self.channels)
+        return out
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    num_workers: int = 1
+    use_gpu: bool = False
+    # SpecAugment-style masks on training tiles (torchaudio), in mel bins / frames.
+    freq_mask: int = 24
+    time_mask: int = 32
+    shuffle_buffer_tiles: int = 512
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    n_trees: int = 50
+    # Per-song "unknown" rule: the lowest threshold whose accepted validation songs reach
+    # this accuracy while keeping at least ``min_coverage`` of them (see pooling.choose_threshold).
+    target_accuracy: float = 0.9
+    min_coverage: float = 0.5
+    batch_size: int = 64
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+    """Build a dataclass from a mapping, rejecting unknown keys (a config from the future)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigMismatchError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**data)
+
+
+def fingerprint(data: Mapping[str, Any]) -> str:
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

@@ -1,0 +1,31 @@
+"""Named errors: every failure a user can meet says what, where and why."""
+
+from __future__ import annotations
+
+
+class GenreBatchError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class AudioDecodeError(GenreBatchError):
+    """A file could not be decoded into audio samples."""
+
+
+class AudioTooShortError(GenreBatchError):
+    """Decoded audio is shorter than the configured minimum duration."""
+
+
+class ConfigMismatchError(GenreBatchError):
+    """Two artifacts were made with different featurisation (or model) configs."""
+
+
+class StorageError(GenreBatchError):
+    """A storage URI could not be read or written."""
+
+
+class NotPublishedError(GenreBatchError):
+    """An output that a step needs (tiles, model, index) has not been published yet."""
+
+
+class LabelError(GenreBatchError):
+    """A labels file is malformed or names files that do not exist."""

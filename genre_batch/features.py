@@ -1,0 +1,101 @@
+"""Waveform -> log-mel spectrogram -> uint8 -> 256x256 tiles. Pure numpy, one STFT per song.
+
+The same functions serve ingest, ``classify`` and ``similar --audio``, driven by one
+``FeatureConfig``, so a model never sees tiles made differently from its training tiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import librosa
+import numpy as np
+
+from genre_batch.config import FeatureConfig
+from genre_batch.errors import AudioTooShortError
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(config: FeatureConfig) -> np.ndarray:
+    """Slaney-style mel filterbank [n_mels, 1 + n_fft // 2], as librosa.feature.melspectrogram uses."""
+    return librosa.filters.mel(
+        sr=config.sample_rate,
+        n_fft=config.n_fft,
+        n_mels=config.n_mels,
+        fmin=config.fmin,
+        fmax=config.fmax,
+        dtype=np.float32,
+    )
+
+
+def mel_power(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Mel power spectrogram [n_mels, frames] (centred Hann STFT, power 2)."""
+    stft = librosa.stft(
+        np.asarray(samples, dtype=np.float32),
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        window="hann",
+        center=True,
+        pad_mode="constant",
+    )
+    power = stft.real**2 + stft.imag**2
+    return mel_filterbank(config) @ power
+
+
+def power_to_db(power: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """dB relative to the loudest bin, clipped to [-top_db, 0] (librosa's ref=np.max, top_db)."""
+    floor = 1e-10
+    ref = max(float(power.max(initial=0.0)), floor)
+    db = 10.0 * np.log10(np.maximum(power, floor) / ref)
+    return np.maximum(db, -config.top_db).astype(np.float32)
+
+
+def quantise_db(db: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """[-top_db, 0] dB -> 0..255 uint8, linearly (step = top_db / 255 dB)."""
+    scaled = (db + config.top_db) * (255.0 / config.top_db)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def dequantise(tiles: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """uint8 -> dB, the inverse of ``quantise_db`` up to half a step."""
+    return tiles.astype(np.float32) * (config.top_db / 255.0) - config.top_db
+
+
+@dataclass(frozen=True)
+class SongTiles:
+    tiles: np.ndarray  # uint8 [n_tiles, n_mels, tile_frames]
+    start_s: np.ndarray  # float32 [n_tiles]
+
+    def __len__(self) -> int:
+        return int(self.tiles.shape[0])
+
+
+def cut_tiles(spectrogram: np.ndarray, config: FeatureConfig) -> SongTiles:
+    """Cut a uint8 [n_mels, frames] image into tiles every ``tile_hop_frames`` frames.
+
+    A trailing part shorter than a tile is dropped, except when the song has no full tile:
+    then it is padded with silence (0) to one tile. Callers enforce ``min_duration_s``.
+    """
+    n_mels, frames = spectrogram.shape
+    width = config.tile_frames
+    if frames < width:
+        padded = np.zeros((n_mels, width), dtype=np.uint8)
+        padded[:, :frames] = spectrogram
+        return SongTiles(padded[None], np.zeros(1, dtype=np.float32))
+    starts = np.arange(0, frames - width + 1, config.tile_hop_frames)
+    # A strided view, then one copy: no Python loop over tiles.
+    windows = np.lib.stride_tricks.sliding_window_view(spectrogram, width, axis=1)  # [n_mels, n, width]
+    tiles = np.ascontiguousarray(windows[:, starts, :].transpose(1, 0, 2))
+    return SongTiles(tiles, (starts * config.frame_seconds).astype(np.float32))
+
+
+def featurise(samples: np.ndarray, config: FeatureConfig, name: str = "audio") -> SongTiles:
+    """Mono waveform at ``config.sample_rate`` -> uint8 tiles. Raises ``AudioTooShortError``."""
+    duration = len(samples) / config.sample_rate
+    if duration < config.min_duration_s:
+        raise AudioTooShortError(
+            f"{name}: {duration:.2f} s of audio, shorter than the minimum {config.min_duration_s:.2f} s"
+        )
+    db = power_to_db(mel_power(samples, config), config)
+    return cut_tiles(quantise_db(db, config), config)

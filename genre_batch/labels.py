@@ -1,0 +1,86 @@
+"""Where genre labels come from: folder names, a CSV, or the files' own tags."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass
+
+import mutagen
+
+from genre_batch.errors import LabelError
+from genre_batch.splits import SPLITS
+
+logger = logging.getLogger(__name__)
+
+LABEL_SOURCES = ("folder", "csv", "tags", "none")
+
+
+def normalise_label(label: str | None) -> str | None:
+    if label is None:
+        return None
+    label = " ".join(label.split()).strip().casefold()
+    return label or None
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    genre: str | None
+    artist: str | None = None
+    split: str | None = None
+
+
+def label_from_folder(relative_path: str) -> str | None:
+    """``<genre>/<file>`` (the GTZAN layout): the immediate parent folder; root files have none."""
+    parts = relative_path.split("/")
+    return normalise_label(parts[-2]) if len(parts) >= 2 else None
+
+
+def parse_labels_csv(text: str, source: str = "labels CSV") -> dict[str, LabelRow]:
+    """Columns ``path,genre`` and optionally ``artist``, ``split``; path relative to the catalogue."""
+    reader = csv.DictReader(io.StringIO(text))
+    columns = set(reader.fieldnames or [])
+    missing = {"path", "genre"} - columns
+    if missing:
+        raise LabelError(f"{source}: missing column(s) {sorted(missing)}; found {sorted(columns)}")
+    rows: dict[str, LabelRow] = {}
+    for line_no, row in enumerate(reader, start=2):
+        path = (row.get("path") or "").strip().lstrip("./").replace("\\", "/")
+        if not path:
+            raise LabelError(f"{source}, line {line_no}: empty path")
+        split = (row.get("split") or "").strip().lower() or None
+        if split is not None and split not in SPLITS:
+            raise LabelError(f"{source}, line {line_no}: split {split!r} is not one of {SPLITS}")
+        if path in rows:
+            raise LabelError(f"{source}, line {line_no}: {path} is listed twice")
+        rows[path] = LabelRow(
+            genre=normalise_label(row.get("genre")),
+            artist=(row.get("artist") or "").strip() or None,
+            split=split,
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class Tags:
+    title: str | None = None
+    artist: str | None = None
+    genre: str | None = None
+
+
+def read_tags(data: bytes) -> Tags:
+    """ID3 / Vorbis comment / MP4 tags via mutagen; a file without readable tags has none."""
+    try:
+        tagged = mutagen.File(io.BytesIO(data), easy=True)
+    except Exception as exc:  # mutagen raises many types on odd files; tags are optional
+        logger.debug("no readable tags: %s", exc)
+        return Tags()
+    if tagged is None or not tagged.tags:
+        return Tags()
+
+    def first(key: str) -> str | None:
+        values = tagged.tags.get(key) if hasattr(tagged.tags, "get") else None
+        return str(values[0]).strip() or None if values else None
+
+    return Tags(title=first("title"), artist=first("artist"), genre=normalise_label(first("genre")))

@@ -1,0 +1,236 @@
+"""Song-level decisions from tile-level model outputs.
+
+A song is cut into tiles; the model gives every tile a softmax row and an embedding. This
+module turns those into one genre decision per song (with an explicit "unknown" answer when
+the model is not confident) and chooses the confidence threshold on validation songs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+UNKNOWN = "unknown"
+
+# Accuracies/coverages are ratios of small integers; compare with a hair of slack so that
+# e.g. 9/10 counts as reaching a 0.9 target whatever the rounding.
+_EPS = 1e-12
+
+
+def _json_float(value: float) -> float | None:
+    """NaN is not valid JSON: write it as null."""
+    return None if math.isnan(value) else float(value)
+
+
+def pool_song(tile_probs: np.ndarray, tile_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Average a song's tiles into one probability vector and one unit embedding.
+
+    Args:
+        tile_probs: ``[T, C]`` softmax rows, one per tile.
+        tile_embeddings: ``[T, D]`` tile embeddings.
+
+    Returns:
+        ``(song_probs [C], song_embedding [D])``, both float32. ``song_probs`` is the mean of
+        the tile rows (still sums to 1); ``song_embedding`` is the mean embedding scaled to
+        unit L2 norm, or all zeros if the mean is the zero vector (never NaN).
+
+    Raises:
+        ValueError: no tiles, wrong ranks, tile counts that differ, or non-finite values.
+    """
+    probs = np.asarray(tile_probs, dtype=np.float64)
+    embeddings = np.asarray(tile_embeddings, dtype=np.float64)
+    if probs.ndim != 2 or embeddings.ndim != 2:
+        raise ValueError(
+            f"expected tile_probs [T, C] and tile_embeddings [T, D], got shapes {probs.shape} and {embeddings.shape}"
+        )
+    if probs.shape[0] < 1:
+        raise ValueError("a song needs at least one tile to be pooled")
+    if probs.shape[0] != embeddings.shape[0]:
+        raise ValueError(f"tile counts differ: {probs.shape[0]} prob rows vs {embeddings.shape[0]} embedding rows")
+    if not (np.isfinite(probs).all() and np.isfinite(embeddings).all()):
+        raise ValueError("tile outputs contain NaN or inf")
+
+    song_probs = probs.mean(axis=0)
+    mean_embedding = embeddings.mean(axis=0)
+    norm = float(np.linalg.norm(mean_embedding))
+    # A zero mean has no direction; keep it zero rather than dividing into NaN.
+    song_embedding = mean_embedding / norm if norm > 0 else mean_embedding
+    return song_probs.astype(np.float32), song_embedding.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class GenreDecision:
+    """One song's answer.
+
+    ``genre`` is the best label, or ``UNKNOWN`` when ``confidence`` (the best label's mean
+    probability) is below the threshold; ``predicted`` is always the best label; ``top`` holds
+    the best ``top_k`` ``(label, probability)`` pairs, best first.
+    """
+
+    genre: str
+    confidence: float
+    top: tuple[tuple[str, float], ...]
+    predicted: str
+
+    @property
+    def is_unknown(self) -> bool:
+        return self.genre == UNKNOWN
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "genre": self.genre,
+            "confidence": self.confidence,
+            "top": [[label, prob] for label, prob in self.top],
+            "predicted": self.predicted,
+        }
+
+
+def decide_genre(song_probs: np.ndarray, labels: Sequence[str], threshold: float, top_k: int = 3) -> GenreDecision:
+    """Pick a song's genre from its pooled probabilities ``[C]``.
+
+    The song is accepted when ``max(song_probs) >= threshold``; otherwise ``genre`` is
+    ``UNKNOWN``. Ties between labels go to the one listed first in ``labels``.
+    """
+    probs = np.asarray(song_probs, dtype=np.float64)
+    if probs.ndim != 1 or probs.shape[0] != len(labels) or probs.shape[0] == 0:
+        raise ValueError(f"song_probs has shape {probs.shape} but there are {len(labels)} labels")
+    if UNKNOWN in labels:
+        raise ValueError(f"{UNKNOWN!r} is reserved and cannot be a genre label")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    # Stable sort on the negated probabilities: equal probabilities keep label order.
+    order = np.argsort(-probs, kind="stable")[:top_k]
+    top = tuple((str(labels[i]), float(probs[i])) for i in order)
+    predicted, confidence = top[0]
+    genre = predicted if confidence >= threshold else UNKNOWN
+    return GenreDecision(genre=genre, confidence=confidence, top=top, predicted=predicted)
+
+
+def apply_threshold(confidences: np.ndarray, threshold: float) -> np.ndarray:
+    """Accepted mask ``[N]`` bool: ``confidences >= threshold`` (the rule ``decide_genre`` uses)."""
+    return np.asarray(confidences, dtype=np.float64) >= threshold
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The chosen "unknown" threshold and what it did on the validation songs.
+
+    ``coverage`` is the share of songs with confidence >= ``threshold``; ``accuracy`` is the
+    accuracy on those songs (NaN when there were no songs); ``rule`` says in one sentence how
+    the threshold was chosen.
+    """
+
+    threshold: float
+    coverage: float
+    accuracy: float
+    target_accuracy: float
+    min_coverage: float
+    n_songs: int
+    rule: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "coverage": _json_float(self.coverage),
+            "accuracy": _json_float(self.accuracy),
+            "target_accuracy": self.target_accuracy,
+            "min_coverage": self.min_coverage,
+            "n_songs": self.n_songs,
+            "rule": self.rule,
+        }
+
+
+def choose_threshold(
+    confidences: np.ndarray,
+    correct: np.ndarray,
+    target_accuracy: float = 0.9,
+    min_coverage: float = 0.5,
+) -> ThresholdChoice:
+    """Choose the confidence below which a song is called "unknown", from validation songs.
+
+    Rule: the candidate thresholds are 0 and every distinct confidence among the validation
+    songs. A song is accepted when its confidence is >= the threshold. We pick the lowest
+    threshold whose accepted songs reach ``target_accuracy`` while making up at least
+    ``min_coverage`` of all songs. If no threshold does, we pick the one with the highest
+    accuracy among those that still keep at least ``min_coverage`` of the songs (ties go to
+    the lowest threshold). With no validation songs the threshold is 0, so no song is ever
+    called unknown.
+
+    Args:
+        confidences: ``[N]`` each song's top probability.
+        correct: ``[N]`` bool, whether the song's top label was right.
+        target_accuracy: accuracy wanted on accepted songs, in [0, 1].
+        min_coverage: smallest share of songs that must be accepted, in [0, 1].
+    """
+    if not 0.0 <= target_accuracy <= 1.0:
+        raise ValueError(f"target_accuracy must be in [0, 1], got {target_accuracy}")
+    if not 0.0 <= min_coverage <= 1.0:
+        raise ValueError(f"min_coverage must be in [0, 1], got {min_coverage}")
+    conf = np.asarray(confidences, dtype=np.float64).reshape(-1)
+    hits = np.asarray(correct, dtype=bool).reshape(-1)
+    if conf.shape != hits.shape:
+        raise ValueError(f"{conf.shape[0]} confidences but {hits.shape[0]} correctness flags")
+    if not np.isfinite(conf).all():
+        raise ValueError("confidences contain NaN or inf")
+
+    n = int(conf.shape[0])
+    if n == 0:
+        logger.warning("no validation songs: unknown threshold set to 0.0 (no song will be unknown)")
+        return ThresholdChoice(
+            threshold=0.0,
+            coverage=float("nan"),
+            accuracy=float("nan"),
+            target_accuracy=target_accuracy,
+            min_coverage=min_coverage,
+            n_songs=0,
+            rule="No validation songs were available, so the threshold is 0.0 and no song is marked unknown.",
+        )
+
+    candidates = np.unique(np.concatenate([[0.0], conf]))  # ascending
+    # Songs accepted at threshold t are those from searchsorted(t) on in ascending order.
+    order = np.argsort(conf, kind="stable")
+    sorted_conf = conf[order]
+    hits_before = np.concatenate([[0], np.cumsum(hits[order])])
+    first_accepted = np.searchsorted(sorted_conf, candidates, side="left")
+    n_accepted = n - first_accepted
+    n_correct = hits_before[-1] - hits_before[first_accepted]
+    coverage = n_accepted / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.where(n_accepted > 0, n_correct / np.maximum(n_accepted, 1), np.nan)
+
+    keeps_enough = coverage >= min_coverage - _EPS
+    qualifies = keeps_enough & (accuracy >= target_accuracy - _EPS)
+    if qualifies.any():
+        i = int(np.flatnonzero(qualifies)[0])
+        rule = (
+            f"Lowest threshold ({candidates[i]:.4f}) at which the validation songs with confidence >= threshold "
+            f"reach {accuracy[i]:.1%} accuracy (target {target_accuracy:.1%}) while keeping "
+            f"{coverage[i]:.1%} of the {n} songs (minimum {min_coverage:.1%})."
+        )
+    else:
+        # Thresholds at or below the lowest confidence keep every song, so this set is never
+        # empty unless min_coverage > 1 (rejected above).
+        allowed = np.flatnonzero(keeps_enough & ~np.isnan(accuracy))
+        i = int(allowed[np.argmax(accuracy[allowed])])  # argmax returns the first (lowest) on ties
+        rule = (
+            f"No threshold reached {target_accuracy:.1%} accuracy while keeping at least {min_coverage:.1%} of the "
+            f"{n} validation songs, so the threshold ({candidates[i]:.4f}) is the one with the highest accuracy "
+            f"({accuracy[i]:.1%}) among those keeping enough songs (it keeps {coverage[i]:.1%})."
+        )
+    choice = ThresholdChoice(
+        threshold=float(candidates[i]),
+        coverage=float(coverage[i]),
+        accuracy=float(accuracy[i]),
+        target_accuracy=target_accuracy,
+        min_coverage=min_coverage,
+        n_songs=n,
+        rule=rule,
+    )
+    logger.info("unknown threshold: %s", rule)
+    return choice

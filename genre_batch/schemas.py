@@ -1,0 +1,156 @@
+"""The schema of every Parquet output, in one place, each field documented for analysts.
+
+``python -m genre_batch.schemas`` prints docs/SCHEMAS.md from these definitions (a test
+checks the two agree), so the documentation cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import pyarrow as pa
+
+from genre_batch.config import FeatureConfig
+
+# Key under which every Parquet file carries the JSON of the configs it was made with.
+METADATA_KEY = b"genre_batch"
+
+
+def _field(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable, metadata={"doc": doc})
+
+
+TILES = pa.schema(
+    [
+        _field("song_id", pa.string(), "Stable id of the song (hash of its catalogue-relative path).", False),
+        _field("tile_index", pa.int32(), "Position of the tile in the song, 0-based.", False),
+        _field("start_s", pa.float32(), "Start of the tile in the song, seconds.", False),
+        _field(
+            "tile",
+            pa.binary(),
+            "n_mels x tile_frames uint8 log-mel image, row-major (mel bin, frame); "
+            "0 = top_db below the song's loudest bin, 255 = loudest.",
+            False,
+        ),
+        _field("label", pa.string(), "Genre label of the song, null when unlabelled."),
+        _field("split", pa.string(), "train / valid / test, inherited from the song.", False),
+    ]
+)
+
+SONGS = pa.schema(
+    [
+        _field("song_id", pa.string(), "Stable id of the song (hash of its catalogue-relative path).", False),
+        _field("path", pa.string(), "Full URI of the audio file.", False),
+        _field("relative_path", pa.string(), "Path relative to the catalogue root.", False),
+        _field("size_bytes", pa.int64(), "File size in bytes.", False),
+        _field("mtime", pa.string(), "Modification time (or ETag) seen when listed.", False),
+        _field("content_hash", pa.string(), "SHA-256 of the file's bytes.", False),
+        _field("duration_s", pa.float64(), "Decoded duration, seconds.", False),
+        _field("sample_rate", pa.int32(), "Sample rate of the file before resampling, Hz.", False),
+        _field("channels", pa.int16(), "Channels in the file before down-mixing to mono.", False),
+        _field("decoder", pa.string(), "Decoder that read the file (soundfile or pyav).", False),
+        _field("title", pa.string(), "Title tag, if any."),
+        _field("artist", pa.string(), "Artist from the labels CSV or tags, if any."),
+        _field("label", pa.string(), "Genre label, null when unlabelled."),
+        _field("label_source", pa.string(), "Where the label came from: folder, csv, tags or none.", False),
+        _field("split", pa.string(), "train / valid / test: a pure function of the artist, else the song id.", False),
+        _field("n_tiles", pa.int32(), "Number of tiles cut from the song.", False),
+        _field("tiles_file", pa.string(), "Tile shard holding this song's tiles, relative to the ingest version.", False),
+    ]
+)
+
+ERRORS = pa.schema(
+    [
+        _field("path", pa.string(), "Full URI of the file that failed.", False),
+        _field("relative_path", pa.string(), "Path relative to the catalogue root.", False),
+        _field("size_bytes", pa.int64(), "File size in bytes.", False),
+        _field("mtime", pa.string(), "Modification time (or ETag) seen when listed.", False),
+        _field("content_hash", pa.string(), "SHA-256 of the bytes, when they could be read."),
+        _field("stage", pa.string(), "Where it failed: read, decode or featurise.", False),
+        _field("error_type", pa.string(), "Exception class name.", False),
+        _field("message", pa.string(), "What went wrong.", False),
+    ]
+)
+
+
+def predictions_schema(embedding_dim: int = 128) -> pa.Schema:
+    return pa.schema(
+        [
+            _field("item_id", pa.int32(), "Dense Annoy item id (row number); songs.ann is keyed by it.", False),
+            _field("song_id", pa.string(), "Song id (joins songs.parquet).", False),
+            _field("path", pa.string(), "Full URI of the audio file.", False),
+            _field("label", pa.string(), "Known genre label, null when unlabelled."),
+            _field("split", pa.string(), "train / valid / test.", False),
+            _field("artist", pa.string(), "Artist, if known."),
+            _field("n_tiles", pa.int32(), "Tiles pooled for this song.", False),
+            _field(
+                "tiles_correct",
+                pa.int32(),
+                "Tiles whose own top genre equals the label (tile accuracy); null when unlabelled "
+                "or the label is a genre the model was not trained on.",
+            ),
+            _field("predicted", pa.string(), "Genre with the highest mean tile probability.", False),
+            _field("genre", pa.string(), "predicted, or 'unknown' when confidence < threshold.", False),
+            _field("confidence", pa.float32(), "Mean tile probability of the predicted genre.", False),
+            _field("top_genres", pa.list_(pa.string()), "Top-3 genres, best first.", False),
+            _field("top_probs", pa.list_(pa.float32()), "Their mean tile probabilities.", False),
+            _field("probs", pa.list_(pa.float32()), "Mean tile probability per genre, in the model's label order.", False),
+            _field(
+                "embedding",
+                pa.list_(pa.float32(), embedding_dim),
+                "Mean of the tile embeddings, L2-normalised.",
+                False,
+            ),
+        ]
+    )
+
+
+PREDICTIONS = predictions_schema()
+
+TABLES: Mapping[str, tuple[pa.Schema, str]] = {
+    "tiles": (TILES, "`ingest/<version>/tiles/part-*.parquet`: one row per 256x256 tile."),
+    "songs": (SONGS, "`ingest/<version>/songs.parquet`: one row per decoded song."),
+    "errors": (ERRORS, "`ingest/<version>/errors.parquet`: one row per file that could not be ingested."),
+    "predictions": (
+        PREDICTIONS,
+        "`index/<version>/predictions.parquet`: one row per song: embedding, genre, confidence, Annoy item id.",
+    ),
+}
+
+
+def with_metadata(schema: pa.Schema, payload: Mapping[str, Any]) -> pa.Schema:
+    """Attach the configs an output was made with (feature config, label vocabulary, ...)."""
+    return schema.with_metadata({METADATA_KEY: json.dumps(payload, sort_keys=True).encode()})
+
+
+def read_metadata(schema: pa.Schema) -> dict[str, Any]:
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def feature_config_of(schema: pa.Schema) -> FeatureConfig | None:
+    payload = read_metadata(schema).get("feature_config")
+    return FeatureConfig.from_dict(payload) if payload else None
+
+
+def render_markdown() -> str:
+    lines = [
+        "# Output tables",
+        "",
+        "Generated by `python -m genre_batch.schemas` from `genre_batch/schemas.py`; do not edit by hand.",
+        "Every file also carries, in its Parquet key-value metadata under `genre_batch`, the JSON of the",
+        "configs it was made with (feature config, and for predictions the label vocabulary and model run).",
+        "",
+    ]
+    for name, (schema, where) in TABLES.items():
+        lines += [f"## {name}", "", where, "", "| column | type | nullable | meaning |", "|---|---|---|---|"]
+        for fld in schema:
+            doc = (fld.metadata or {}).get(b"doc", b"").decode()
+            lines.append(f"| `{fld.name}` | `{fld.type}` | {'yes' if fld.nullable else 'no'} | {doc} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")

@@ -1,0 +1,193 @@
+"""Storage by URI (`/path`, `file://`, `s3://bucket/prefix`) through fsspec, with atomic publishing.
+
+Nothing here assumes a local disk. Outputs are written under a fresh version name that no
+reader knows about, then published by writing a small ``LATEST`` pointer object: a reader
+that follows the pointer always sees a complete version (object stores have no rename, but
+a single small PUT is atomic).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import fsspec
+import pyarrow.fs as pafs
+from fsspec.implementations.local import LocalFileSystem
+
+from genre_batch.errors import NotPublishedError, StorageError
+
+logger = logging.getLogger(__name__)
+
+LATEST = "LATEST"
+
+
+def normalise_uri(uri: str) -> str:
+    """Absolute local paths for local URIs, unchanged remote URIs, no trailing slash."""
+    uri = str(uri)
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    if "://" not in uri:
+        uri = os.path.abspath(os.path.expanduser(uri))
+    return uri.rstrip("/") or "/"
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in normalise_uri(uri)
+
+
+def join(uri: str, *parts: str) -> str:
+    out = normalise_uri(uri)
+    for part in parts:
+        out = out.rstrip("/") + "/" + part.strip("/")
+    return out
+
+
+def relative_to(uri: str, root: str) -> str:
+    uri, root = normalise_uri(uri), normalise_uri(root)
+    if not uri.startswith(root.rstrip("/") + "/"):
+        raise ValueError(f"{uri} is not under {root}")
+    return uri[len(root.rstrip("/")) + 1 :]
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """fsspec filesystem and the path within it. s3fs reads the standard AWS chain
+    (environment, profile, instance role) and ``AWS_ENDPOINT_URL`` for S3-compatible stores."""
+    fs, path = fsspec.core.url_to_fs(normalise_uri(uri))
+    return fs, path
+
+
+def pyarrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem (for Ray Data and pyarrow.parquet) and the path within it."""
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        return pafs.LocalFileSystem(), path
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return bool(fs.exists(path))
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    try:
+        with fs.open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StorageError(f"could not read {uri}: {exc}") from exc
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write one object whole. Locally via a temporary file + rename so no reader sees half."""
+    fs, path = filesystem(uri)
+    try:
+        if isinstance(fs, LocalFileSystem):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        else:
+            with fs.open(path, "wb") as handle:
+                handle.write(data)
+    except OSError as exc:
+        raise StorageError(f"could not write {uri}: {exc}") from exc
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_bytes(uri).decode("utf-8"))
+
+
+def write_json(uri: str, payload: Any) -> None:
+    write_bytes(uri, (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
+
+
+def upload_file(local_path: str, uri: str) -> None:
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        with open(local_path, "rb") as handle:
+            write_bytes(uri, handle.read())
+        return
+    try:
+        fs.put_file(local_path, path)
+    except OSError as exc:
+        raise StorageError(f"could not upload to {uri}: {exc}") from exc
+
+
+def download_file(uri: str, local_path: str) -> None:
+    fs, path = filesystem(uri)
+    os.makedirs(os.path.dirname(os.path.abspath(local_path)), exist_ok=True)
+    try:
+        fs.get_file(path, local_path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StorageError(f"could not download {uri}: {exc}") from exc
+
+
+def list_prefix(uri: str) -> list[str]:
+    """Names directly under a prefix (empty if it does not exist)."""
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        return []
+    return sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    uri: str
+    size: int
+    # Modification time (ISO) or the object store's ETag: either changes when the file does.
+    mtime: str
+    etag: str
+
+
+def walk_files(uri: str) -> Iterable[FileInfo]:
+    """Every file under a URI, recursively, with the facts that tell when it changed."""
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        raise StorageError(f"catalogue {uri} does not exist")
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    for file_path, info in sorted(fs.find(path, detail=True).items()):
+        if info.get("type") != "file":
+            continue
+        mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or ""
+        if isinstance(mtime, (int, float)):
+            mtime = dt.datetime.fromtimestamp(mtime, tz=dt.timezone.utc).isoformat()
+        uri_out = file_path if protocol in ("file", "local") else f"{protocol}://{file_path}"
+        yield FileInfo(
+            uri=uri_out,
+            size=int(info.get("size") or 0),
+            mtime=str(mtime),
+            etag=str(info.get("ETag") or info.get("etag") or "").strip('"'),
+        )
+
+
+def new_version() -> str:
+    """Sortable, unique version name: UTC time plus a random suffix."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def publish(area_uri: str, version: str) -> None:
+    """Point ``<area>/LATEST`` at a version that is already completely written."""
+    write_bytes(join(area_uri, LATEST), (version + "\n").encode())
+    logger.info("published %s/%s", area_uri, version)
+
+
+def latest_version(area_uri: str, what: str) -> str:
+    uri = join(area_uri, LATEST)
+    try:
+        return read_bytes(uri).decode().strip()
+    except FileNotFoundError:
+        raise NotPublishedError(f"no {what} published yet ({uri} is missing)") from None

@@ -1,0 +1,64 @@
+"""Connecting to Ray: a local instance by default, a cluster when RAY_ADDRESS (or --address) says so."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+import ray
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Start or join Ray once per process.
+
+    Inside ``ray job submit`` the job driver already has RAY_ADDRESS set, so the same code
+    joins the cluster there and starts a private local instance on a laptop.
+    """
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    # librosa compiles numba code on first use; a writable cache shared by the workers
+    # means each worker process pays it once per machine, not once per process.
+    env_vars = {"NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", "/tmp/genre-batch-numba-cache")}
+    os.environ.setdefault("NUMBA_CACHE_DIR", env_vars["NUMBA_CACHE_DIR"])
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    kwargs: dict = {
+        "logging_level": logging.WARNING,
+        "runtime_env": {"env_vars": env_vars},
+        "log_to_driver": True,
+    }
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    quiet_ray_data()
+    resources = ray.cluster_resources()
+    logger.info(
+        "Ray: %s CPUs, %s GPUs (%s)",
+        int(resources.get("CPU", 0)),
+        int(resources.get("GPU", 0)),
+        address or "local",
+    )
+
+
+def cluster_cpus() -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def cluster_gpus() -> int:
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def quiet_ray_data() -> None:
+    """Progress bars on a terminal; elsewhere (CI, job logs) no per-second progress lines."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    interactive = sys.stderr.isatty()
+    context.enable_progress_bars = interactive
+    context.enable_operator_progress_bars = interactive
+    context.print_on_execution_start = False

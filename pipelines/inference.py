@@ -1,0 +1,111 @@
+"""Batch inference over tiles (Ray Data), pooled per song. Shared by `train` (evaluation) and `index`.
+
+CPU stages (read, decode of tile blobs) and the model stage are separate: the model lives in
+a small actor pool that loads it once per actor, on a GPU when the cluster has one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from genre_batch.config import FeatureConfig
+from genre_batch.pooling import pool_song
+from genre_batch.storage import filesystem, pyarrow_filesystem, read_bytes
+from genre_batch.tiles import tiles_from_binary
+
+logger = logging.getLogger(__name__)
+
+
+class TileModel:
+    """Ray Data callable class: tile blobs -> class probabilities + embeddings."""
+
+    def __init__(self, model_uri: str, features: dict[str, Any], use_gpu: bool, threads: int = 1) -> None:
+        import torch
+
+        from genre_batch.checkpoint import load_model_bundle
+
+        torch.set_num_threads(max(1, threads))
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.features = FeatureConfig.from_dict(features)
+        bundle = load_model_bundle(read_bytes(model_uri), expected_features=self.features)
+        self.model = bundle.model.to(self.device).eval()
+        self.labels = bundle.labels
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        from genre_batch.models import tiles_to_input
+
+        tiles = torch.from_numpy(tiles_from_binary(batch["tile"], self.features).copy()).to(self.device)
+        with torch.inference_mode():
+            logits, embedding = self.model.forward_with_embedding(tiles_to_input(tiles))
+            probs = torch.softmax(logits.float(), dim=1)
+        label_ids = {label: i for i, label in enumerate(self.labels)}
+        return {
+            "song_id": batch["song_id"],
+            "label_id": np.array([label_ids.get(lbl, -1) if lbl else -1 for lbl in batch["label"]], np.int32),
+            "probs": probs.cpu().numpy().astype(np.float32),
+            "embedding": embedding.float().cpu().numpy().astype(np.float32),
+        }
+
+
+def pool_group(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """All tile outputs of one song -> one row: mean probs, normalised mean embedding, tile hits."""
+    probs, embedding = pool_song(np.stack(group["probs"]), np.stack(group["embedding"]))
+    label_id = int(group["label_id"][0])
+    hits = int((np.stack(group["probs"]).argmax(axis=1) == label_id).sum()) if label_id >= 0 else -1
+    return {
+        "song_id": np.array([group["song_id"][0]]),
+        "n_tiles": np.array([len(group["song_id"])], np.int32),
+        "tiles_correct": np.array([hits], np.int32),
+        "probs": probs[None, :].astype(np.float32),
+        "embedding": embedding[None, :].astype(np.float32),
+    }
+
+
+def predict_songs(
+    tile_uris: list[str],
+    model_uri: str,
+    features: FeatureConfig,
+    *,
+    splits: tuple[str, ...] | None = None,
+    use_gpu: bool = False,
+    batch_size: int = 64,
+) -> pd.DataFrame:
+    """Per-song pooled outputs for every song in the given tile shards (optionally some splits).
+
+    Returns columns song_id, n_tiles, tiles_correct (-1 if unlabelled), probs [C], embedding [D].
+    """
+    import ray
+    from ray.data.expressions import col
+
+    from pipelines._ray import cluster_cpus, cluster_gpus
+
+    if not tile_uris:
+        return pd.DataFrame(columns=["song_id", "n_tiles", "tiles_correct", "probs", "embedding"])
+    fs, _ = pyarrow_filesystem(tile_uris[0])
+    paths = [filesystem(uri)[1] for uri in tile_uris]
+    dataset = ray.data.read_parquet(paths, filesystem=fs, columns=["song_id", "tile", "label", "split"])
+    if splits is not None:
+        dataset = dataset.filter(expr=col("split").is_in(list(splits)))
+    gpus = cluster_gpus() if use_gpu else 0
+    # Leave one CPU to the read tasks: an actor pool that takes every CPU starves them and
+    # the job hangs silently (seen with Ray 2.60 on 2 cores).
+    actors = gpus if gpus else max(1, cluster_cpus() - 1)
+    outputs = dataset.map_batches(
+        TileModel,
+        fn_constructor_kwargs={"model_uri": model_uri, "features": features.to_dict(), "use_gpu": bool(gpus)},
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+        num_gpus=1 if gpus else 0,
+        num_cpus=0 if gpus else 1,
+    )
+    pooled = outputs.groupby("song_id").map_groups(pool_group, batch_format="numpy")
+    frame = pooled.to_pandas()
+    logger.info("pooled %d songs from %d tile shards", len(frame), len(tile_uris))
+    return frame.sort_values("song_id").reset_index(drop=True)

@@ -1,0 +1,383 @@
+"""Train job (Ray Train): a TorchTrainer on the published tiles, DDP across workers, CPU or GPU.
+
+Every epoch each worker reports metrics and rank 0 a self-describing checkpoint (weights,
+optimiser, label vocabulary, feature and model configs, history) into
+``<root>/models/<run>/ray``. Rerunning the same run resumes from its latest checkpoint.
+After training the best checkpoint becomes ``<root>/models/<run>/model.pt``, it is evaluated
+on the valid and test songs (tile and song accuracy, per genre, confusion matrix, curves)
+and the run is published as ``models/LATEST``.
+
+    python -m pipelines.train --root URI [--model cnn] [--epochs N] [--workers N] [--gpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from genre_batch.artifacts import IngestVersion, code_version, published_ingest
+from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
+from genre_batch.errors import GenreBatchError
+from genre_batch.layout import RootLayout
+from genre_batch.storage import filesystem, publish, pyarrow_filesystem, upload_file, write_json
+from genre_batch.tables import read_frame
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "model.pt"
+
+
+# ---------------------------------------------------------------- per-worker training loop
+def _collate(features: FeatureConfig, label_ids: dict[str, int]):
+    """Batch of Parquet columns -> (uint8 tiles [B, F, T], class ids [B]) as torch tensors."""
+    import torch
+
+    from genre_batch.tiles import tiles_from_binary
+
+    def collate(batch: dict[str, np.ndarray]) -> tuple["torch.Tensor", "torch.Tensor"]:
+        tiles = torch.from_numpy(tiles_from_binary(batch["tile"], features).copy())
+        targets = torch.tensor([label_ids[label] for label in batch["label"]], dtype=torch.long)
+        return tiles, targets
+
+    return collate
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import torch
+    import torch.distributed as dist
+    from ray.train import Checkpoint
+    from ray.train.torch import get_device, prepare_model
+
+    from genre_batch.checkpoint import checkpoint_state, load_checkpoint_state, restore_training_state, save_checkpoint
+    from genre_batch.models import TileAugment, build_model, tiles_to_input
+
+    train_config: TrainConfig = config["train_config"]
+    features: FeatureConfig = config["features"]
+    labels: list[str] = config["labels"]
+    label_ids = {label: i for i, label in enumerate(labels)}
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(train_config.seed + rank)
+    np.random.seed(train_config.seed + rank)
+    torch.set_num_threads(max(1, int(config.get("threads_per_worker", 1))))
+
+    device = get_device()
+    model = prepare_model(build_model(train_config.model, len(labels)))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay
+    )
+    augment = TileAugment(train_config.freq_mask, train_config.time_mask, top_db=features.top_db).to(device)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    start_epoch, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            state = load_checkpoint_state(os.path.join(directory, CHECKPOINT_FILE))
+        start_epoch = restore_training_state(state, model, optimizer)
+        history = list(state.get("history", []))
+        if rank == 0:
+            print(f"resuming from epoch {start_epoch}")
+    collate = _collate(features, label_ids)
+
+    def reduce(*values: float) -> list[float]:
+        tensor = torch.tensor(values, dtype=torch.float64, device=device)
+        if world > 1 and dist.is_initialized():
+            dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    for epoch in range(start_epoch, train_config.epochs):
+        started = time.perf_counter()
+        model.train()
+        augment.train()
+        loss_sum = hits = seen = 0.0
+        for tiles, targets in ray.train.get_dataset_shard("train").iter_torch_batches(
+            batch_size=train_config.batch_size,
+            collate_fn=collate,
+            local_shuffle_buffer_size=train_config.shuffle_buffer_tiles,
+            local_shuffle_seed=train_config.seed + epoch * 1000 + rank,
+        ):
+            tiles, targets = tiles.to(device), targets.to(device)
+            logits = model(augment(tiles_to_input(tiles)))
+            loss = loss_fn(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss) * len(targets)
+            hits += float((logits.argmax(1) == targets).sum())
+            seen += len(targets)
+        model.eval()
+        v_loss = v_hits = v_seen = 0.0
+        with torch.inference_mode():
+            for tiles, targets in ray.train.get_dataset_shard("valid").iter_torch_batches(
+                batch_size=train_config.batch_size * 2, collate_fn=collate
+            ):
+                tiles, targets = tiles.to(device), targets.to(device)
+                logits = model(tiles_to_input(tiles))
+                v_loss += float(loss_fn(logits, targets)) * len(targets)
+                v_hits += float((logits.argmax(1) == targets).sum())
+                v_seen += len(targets)
+        loss_sum, hits, seen, v_loss, v_hits, v_seen = reduce(loss_sum, hits, seen, v_loss, v_hits, v_seen)
+        seconds = time.perf_counter() - started
+        metrics = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": hits / max(seen, 1),
+            "valid_loss": v_loss / v_seen if v_seen else float("nan"),
+            "valid_accuracy": v_hits / v_seen if v_seen else float("nan"),
+            "tiles_per_s": seen / seconds,
+            "epoch_seconds": seconds,
+        }
+        history.append(metrics)
+        if rank == 0:
+            print(
+                f"epoch {epoch + 1}/{train_config.epochs}: loss {metrics['train_loss']:.3f} "
+                f"acc {metrics['train_accuracy']:.3f} | valid loss {metrics['valid_loss']:.3f} "
+                f"acc {metrics['valid_accuracy']:.3f} | {metrics['tiles_per_s']:.0f} tiles/s",
+                flush=True,
+            )
+        with tempfile.TemporaryDirectory() as directory:
+            report_checkpoint = None
+            if rank == 0:
+                state = checkpoint_state(
+                    model, optimizer, labels, features, train_config.model, epoch, metrics, history,
+                    extra={"train_config": _train_config_dict(train_config)},
+                )
+                save_checkpoint(state, os.path.join(directory, CHECKPOINT_FILE))
+                report_checkpoint = Checkpoint.from_directory(directory)
+            ray.train.report(metrics, checkpoint=report_checkpoint)
+
+
+def _train_config_dict(config: TrainConfig) -> dict[str, Any]:
+    out = dataclasses.asdict(config)
+    out["model"] = config.model.to_dict()
+    return out
+
+
+# ---------------------------------------------------------------- driver
+@dataclass(frozen=True)
+class TrainReport:
+    run: str
+    model_uri: str
+    epochs: int
+    best_epoch: int
+    metrics: dict[str, Any]
+    seconds: float
+
+    def summary(self) -> str:
+        test = self.metrics.get("test", {})
+        valid = self.metrics.get("valid", {})
+        return (
+            f"train {self.run}: {self.epochs} epochs, best epoch {self.best_epoch}; "
+            f"valid song accuracy {valid.get('song_accuracy', float('nan')):.3f}, "
+            f"test song accuracy {test.get('song_accuracy', float('nan')):.3f} "
+            f"(tile {test.get('tile_accuracy', float('nan')):.3f}); model {self.model_uri}"
+        )
+
+
+def label_vocabulary(songs: pd.DataFrame) -> list[str]:
+    """Genres present among the labelled training songs, sorted: class id = position."""
+    train = songs[(songs["split"] == "train") & songs["label"].notna()]
+    labels = sorted(train["label"].unique().tolist())
+    if len(labels) < 2:
+        raise GenreBatchError(
+            f"training needs at least 2 genres among labelled training songs, found {labels or 'none'}"
+        )
+    return labels
+
+
+def tile_datasets(ingest: IngestVersion, labels: list[str]) -> dict[str, Any]:
+    import ray
+    from ray.data.expressions import col
+
+    fs, _ = pyarrow_filesystem(ingest.tile_uris[0])
+    paths = [filesystem(uri)[1] for uri in ingest.tile_uris]
+    tiles = ray.data.read_parquet(paths, filesystem=fs, columns=["tile", "label", "split"])
+    # Arrow-native predicates: no Python call per tile.
+    return {
+        split: tiles.filter(expr=(col("split") == split) & col("label").is_in(labels))
+        for split in ("train", "valid")
+    }
+
+
+def run_train(
+    root: str,
+    train_config: TrainConfig = TrainConfig(),
+    run: str | None = None,
+    address: str | None = None,
+) -> TrainReport:
+    import ray.train
+    from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipelines._ray import cluster_cpus, ensure_ray
+
+    started = time.perf_counter()
+    ingest = published_ingest(root)
+    features = ingest.feature_config
+    songs = read_frame(ingest.songs_uri)
+    labels = label_vocabulary(songs)
+    layout = RootLayout(root)
+    # The default run name depends on the model and the ingest version only, so rerunning
+    # the same command resumes that run instead of starting over.
+    run = run or f"{train_config.model.name}-{ingest.version}"
+    ensure_ray(address)
+    workers = max(1, train_config.num_workers)
+    threads = 1 if train_config.use_gpu else max(1, (cluster_cpus() - 1) // workers) if workers > 1 else max(1, cluster_cpus() - 1)
+    storage_fs, storage_path = pyarrow_filesystem(layout.model_dir(run))
+    logger.info("training %s on %d genres %s with %d worker(s)%s", run, len(labels), labels, workers,
+                " on GPU" if train_config.use_gpu else "")
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "train_config": train_config,
+            "features": features,
+            "labels": labels,
+            "threads_per_worker": threads,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=workers,
+            use_gpu=train_config.use_gpu,
+            resources_per_worker=None if train_config.use_gpu else {"CPU": 1},
+        ),
+        run_config=RunConfig(
+            name="ray",
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute="valid_accuracy", checkpoint_score_order="max"
+            ),
+        ),
+        datasets=tile_datasets(ingest, labels),
+        dataset_config=DataConfig(datasets_to_split=["train", "valid"]),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise GenreBatchError(f"training failed: {result.error}")
+    best = max(
+        result.best_checkpoints or [(result.checkpoint, result.metrics)],
+        key=lambda pair: np.nan_to_num(pair[1].get("valid_accuracy", 0.0), nan=-1.0),
+    )
+    best_checkpoint, best_metrics = best
+    model_uri = layout.model_file(run)
+    with best_checkpoint.as_directory() as directory:
+        upload_file(os.path.join(directory, CHECKPOINT_FILE), model_uri)
+    metrics = evaluate_model(ingest, songs, labels, model_uri, layout.model_dir(run), train_config.use_gpu)
+    metrics.update(
+        {
+            "run": run,
+            "ingest_version": ingest.version,
+            "labels": labels,
+            "best_epoch": int(best_metrics.get("epoch", 0)),
+            "history": _history(model_uri),
+            "feature_config": features.to_dict(),
+            "train_config": _train_config_dict(train_config),
+            "code_version": code_version(),
+        }
+    )
+    write_json(layout.model_metrics(run), metrics)
+    publish(layout.models_area, run)
+    return TrainReport(
+        run=run,
+        model_uri=model_uri,
+        epochs=train_config.epochs,
+        best_epoch=metrics["best_epoch"],
+        metrics=metrics,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def evaluate_model(
+    ingest: IngestVersion,
+    songs: pd.DataFrame,
+    labels: list[str],
+    model_uri: str,
+    out_dir: str,
+    use_gpu: bool,
+) -> dict[str, Any]:
+    """Valid/test tile and song accuracy of a trained model, with its plots beside it."""
+    from genre_batch import plots
+    from genre_batch.evaluation import add_predicted, save_plots, split_metrics
+    from pipelines.inference import predict_songs
+
+    pooled = predict_songs(
+        ingest.tile_uris, model_uri, ingest.feature_config, splits=("valid", "test"), use_gpu=use_gpu
+    )
+    frame = add_predicted(pooled.merge(songs[["song_id", "label", "split"]], on="song_id"), labels)
+    metrics: dict[str, Any] = {
+        split: split_metrics(frame[frame["split"] == split], labels) for split in ("valid", "test")
+    }
+    history = _history(model_uri)
+    shown = "test" if metrics["test"]["songs"] else "valid"
+    save_plots(
+        out_dir,
+        {
+            "training_curves.png": lambda path: plots.plot_training_curves(history, path),
+            f"confusion_{shown}.png": lambda path: plots.plot_confusion_matrix(
+                np.array(metrics[shown]["confusion"]),
+                labels,
+                metrics[shown]["confusion_columns"],
+                path,
+                title=f"Confusion matrix, {shown} songs",
+            ),
+        },
+    )
+    return metrics
+
+
+def _history(model_uri: str) -> list[dict[str, float]]:
+    from genre_batch.checkpoint import load_checkpoint_state
+    from genre_batch.storage import read_bytes
+
+    return list(load_checkpoint_state(read_bytes(model_uri)).get("history", []))
+
+
+# ---------------------------------------------------------------- command line
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainConfig()
+    parser.add_argument("--root", required=True, help="storage root (holds the published ingest)")
+    parser.add_argument("--model", default=defaults.model.name, choices=["cnn"], help="model architecture")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="total epochs of the run")
+    parser.add_argument("--workers", type=int, default=defaults.num_workers, help="Ray Train workers (DDP)")
+    parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="tiles per step per worker")
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="AdamW learning rate")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of weights, shuffling, masks")
+    parser.add_argument("--run", default=None,
+                        help="run name (default: <model>-<ingest version>; an existing run resumes)")
+    parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
+
+
+def from_args(args: argparse.Namespace) -> TrainReport:
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        seed=args.seed,
+        num_workers=args.workers,
+        use_gpu=args.gpu,
+        model=ModelConfig(name=args.model),
+    )
+    return run_train(args.root, config, run=args.run, address=args.address)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from genre_batch.cli import run_entry_point
+
+    parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run_entry_point(lambda: print(from_args(parser.parse_args(argv)).summary()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""GenreCNN shapes, input conversion, augmentation, registry, and a tiny overfit check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genre_batch.config import ModelConfig
+from genre_batch.models import GenreCNN, TileAugment, build_model, tiles_to_input
+
+SMALL = ModelConfig(channels=(8, 16, 16, 32), stem_stride=4, embedding_dim=128, dropout=0.3)
+
+
+def random_tiles(n: int, size: int = 256, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, size, size), dtype=torch.uint8, generator=generator)
+
+
+def striped_tiles(n_per_class: int, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class 0: horizontal stripes (a few loud mel bins); class 1: vertical stripes (onsets)."""
+    generator = torch.Generator().manual_seed(seed)
+    tiles, labels = [], []
+    for label in (0, 1):
+        for _ in range(n_per_class):
+            period = int(torch.randint(6, 12, (1,), generator=generator))
+            phase = int(torch.randint(0, period, (1,), generator=generator))
+            stripes = ((torch.arange(size) + phase) % period < period // 2).to(torch.float32)
+            image = stripes[:, None].expand(size, size) if label == 0 else stripes[None, :].expand(size, size)
+            noise = torch.rand(size, size, generator=generator) * 60
+            tiles.append((image * 180 + noise).to(torch.uint8))
+            labels.append(label)
+    return torch.stack(tiles), torch.tensor(labels)
+
+
+def test_default_model_shapes_uint8_and_float() -> None:
+    model = build_model(ModelConfig(), n_classes=7).eval()
+    tiles = random_tiles(3)
+    with torch.no_grad():
+        logits_uint8 = model(tiles)
+        logits_channel = model(tiles.unsqueeze(1))
+        logits_float = model(tiles_to_input(tiles))
+        embedding = model.embed(tiles)
+        both = model.forward_with_embedding(tiles)
+    assert logits_uint8.shape == (3, 7)
+    assert embedding.shape == (3, 128)
+    assert model.embedding_dim == 128
+    torch.testing.assert_close(logits_uint8, logits_channel)
+    torch.testing.assert_close(logits_uint8, logits_float)
+    torch.testing.assert_close(both[0], logits_uint8)
+    torch.testing.assert_close(both[1], embedding)
+    assert (embedding >= 0).all(), "embedding is taken after the ReLU"
+
+
+def test_model_accepts_other_tile_sizes() -> None:
+    model = GenreCNN(4, SMALL).eval()
+    with torch.no_grad():
+        assert model(random_tiles(2, size=64)).shape == (2, 4)
+
+
+def test_model_rejects_bad_input() -> None:
+    model = GenreCNN(2, SMALL)
+    with pytest.raises(TypeError):
+        model(torch.zeros(2, 64, 64, dtype=torch.int64))
+    with pytest.raises(ValueError):
+        model(torch.zeros(2, 3, 64, 64))
+
+
+def test_tiles_to_input_range_shape_and_numpy() -> None:
+    tiles = torch.tensor([[[0, 255], [128, 64]]], dtype=torch.uint8)
+    x = tiles_to_input(tiles)
+    assert x.shape == (1, 1, 2, 2) and x.dtype == torch.float32
+    assert x.min() == -1.0 and x.max() == 1.0
+    assert abs(float(x[0, 0, 1, 0])) < 0.01
+    torch.testing.assert_close(tiles_to_input(tiles.numpy()), x)
+    assert tiles_to_input(tiles[0]).shape == (1, 1, 2, 2)
+    with pytest.raises(ValueError):
+        tiles_to_input(torch.zeros(1, 2, 4, 4, dtype=torch.uint8))
+
+
+def test_build_model_unknown_name_lists_known() -> None:
+    with pytest.raises(ValueError, match=r"'transformer'.*\['cnn'\]"):
+        build_model(ModelConfig(name="transformer"), n_classes=3)
+
+
+def test_augment_changes_training_input_keeps_shape_and_is_identity_in_eval() -> None:
+    torch.manual_seed(0)
+    augment = TileAugment(freq_mask=24, time_mask=32, max_gain_db=6.0)
+    x = tiles_to_input(random_tiles(8, size=128))
+    original = x.clone()
+    augmented = augment.train()(x)
+    assert augmented.shape == x.shape
+    assert not torch.equal(augmented, x)
+    torch.testing.assert_close(x, original, rtol=0, atol=0)  # input left untouched
+    assert augmented.min() >= -1.0 and augmented.max() <= 1.0
+    # Masks are drawn per tile, not one mask for the whole batch.
+    masked = augmented == augment.mask_value
+    assert not all(torch.equal(masked[0], masked[i]) for i in range(1, 8))
+    assert augment.eval()(x) is x
+
+
+def test_augment_masks_along_the_right_axes() -> None:
+    torch.manual_seed(1)
+    x = torch.full((16, 1, 64, 96), 0.5)
+    only_freq = TileAugment(freq_mask=20, time_mask=0).train()(x)
+    only_time = TileAugment(freq_mask=0, time_mask=20).train()(x)
+    # A frequency mask blanks whole rows (mel bins), a time mask whole columns (frames).
+    freq_masked = only_freq == 0.0
+    time_masked = only_time == 0.0
+    assert freq_masked.any() and time_masked.any()
+    assert torch.equal(freq_masked.all(dim=3), freq_masked.any(dim=3))
+    assert torch.equal(time_masked.all(dim=2), time_masked.any(dim=2))
+
+
+def test_tiny_overfit_stripes() -> None:
+    torch.manual_seed(0)
+    tiles, labels = striped_tiles(8)
+    model = GenreCNN(2, SMALL)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    x = tiles_to_input(tiles)
+    losses = []
+    model.train()
+    for _ in range(30):
+        loss = F.cross_entropy(model(x), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model(tiles).argmax(dim=1) == labels).float().mean())
+    assert accuracy == 1.0, losses
