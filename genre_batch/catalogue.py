@@ -42,7 +42,11 @@ def list_catalogue(catalogue_uri: str, labels: str = "folder") -> list[Catalogue
     csv_rows: dict[str, LabelRow] | None = None
     mode = labels
     if labels not in LABEL_SOURCES:
-        csv_rows = parse_labels_csv(read_bytes(labels).decode("utf-8-sig"), source=labels)
+        try:
+            text = read_bytes(labels).decode("utf-8-sig")
+        except FileNotFoundError:
+            raise LabelError(f"labels CSV {labels} does not exist") from None
+        csv_rows = parse_labels_csv(text, source=labels)
         mode = "csv"
     files: list[CatalogueFile] = []
     skipped = 0

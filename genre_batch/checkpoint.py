@@ -185,7 +185,7 @@ def load_checkpoint_state(
     elif isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
         raise FileNotFoundError(f"no checkpoint at {where}")
     try:
-        state = torch.load(source, map_location=map_location, weights_only=True)
+        state: dict[str, Any] = torch.load(source, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
         raise CheckpointError(f"could not read checkpoint {where}: {e}") from e
     _check_format(state, where)

@@ -174,3 +174,88 @@ COMMANDS.update(
         "similar": ("the songs nearest to a song of the catalogue or to an audio file", _similar_args, _similar),
     }
 )
+
+
+# ------------------------------------------------------------------ demo catalogue and the whole chain
+def _synth_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="directory to write the demo catalogue into")
+    parser.add_argument("--songs", type=int, default=120, help="number of songs")
+    parser.add_argument("--seed", type=int, default=0, help="seed: the same seed writes the same catalogue")
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from genre_batch.synth import write_catalogue
+
+    summary = write_catalogue(args.out, n_songs=args.songs, seed=args.seed)
+    print(
+        f"wrote {summary.songs} songs in {len(summary.genres)} genres ({', '.join(summary.genres)}) "
+        f"to {summary.root}, labels in {summary.labels_csv}, "
+        f"{len(summary.broken_files)} deliberately broken file(s)"
+    )
+
+
+def _demo_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", default="genre-batch-demo",
+                        help="directory for the demo: catalogue/ inside it, every output beside it")
+    parser.add_argument("--songs", type=int, default=120, help="songs in the demo catalogue")
+    parser.add_argument("--epochs", type=int, default=12, help="training epochs")
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers")
+    parser.add_argument("--seed", type=int, default=0, help="seed of catalogue, split and training")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from genre_batch.config import ModelConfig, SplitConfig, TrainConfig
+    from genre_batch.storage import join, normalise_uri
+    from genre_batch.synth import write_catalogue
+    from pipelines.index import run_index
+    from pipelines.ingest import run_ingest
+    from pipelines.train import run_train
+
+    root = normalise_uri(args.root)
+    catalogue = join(root, "catalogue")
+    steps = []
+    summary = write_catalogue(catalogue, n_songs=args.songs, seed=args.seed)
+    steps.append(f"synth: {summary.songs} songs in {len(summary.genres)} genres -> {catalogue}")
+    ingest = run_ingest(catalogue, root, splits=SplitConfig(seed=args.seed))
+    steps.append(ingest.summary())
+    train = run_train(root, TrainConfig(epochs=args.epochs, num_workers=args.workers, seed=args.seed,
+                                        model=ModelConfig()))
+    steps.append(train.summary())
+    index = run_index(root)
+    steps.append(index.summary())
+
+    from genre_batch.answers import PublishedIndex
+
+    published = PublishedIndex(root)
+    report = published.evaluate()
+    test = report["test"]
+    print("\n".join(["", "=" * 78, "genre-batch demo", "=" * 78] + steps))
+    print(
+        f"\ningested: {ingest.songs} songs, {ingest.tiles} tiles, {ingest.errors} errors "
+        f"(see {root}/ingest/{ingest.version}/errors.parquet)"
+    )
+    print(
+        f"test songs: {test['songs']}, song accuracy {_num(test['song_accuracy'])}, "
+        f"tile accuracy {_num(test['tile_accuracy'])}, genre precision@10 {_num(test['genre_precision_at_10'])}"
+    )
+    print(format_evaluation(report, 10))
+    test_songs = published.predictions[published.predictions["split"] == "test"]
+    examples = test_songs.groupby("label", sort=True).head(1).head(3)
+    for song in examples.itertuples():
+        print(f"\nsimilar to {song.song_id} [{song.label}] {song.path}:")
+        for n in published.similar_to_song(song.song_id, 5):
+            print(f"  {n.similarity:6.3f}  {n.genre:<16} {n.path}")
+    print(
+        "\nnext: genre-batch similar --root {r} --song {s}\n      genre-batch classify --root {r} FILE.mp3"
+        "\n      analysts: {r}/ingest/*/songs.parquet, {r}/index/*/predictions.parquet (docs/SCHEMAS.md)".format(
+            r=root, s=examples.iloc[0].song_id if len(examples) else "<song_id>"
+        )
+    )
+
+
+COMMANDS.update(
+    {
+        "synth": ("write a deterministic demo catalogue of real mp3 files", _synth_args, _synth),
+        "demo": ("synth + ingest + train + index + evaluate on a generated catalogue", _demo_args, _demo),
+    }
+)

@@ -59,9 +59,15 @@ def _read_pyav(data: bytes) -> tuple[np.ndarray, int]:
         if stream is None:
             raise AudioDecodeError("no audio stream")
         rate = int(stream.codec_context.sample_rate)
+        # Decoders emit packed or planar frames of various sample formats; one resampler
+        # to planar float gives [channels, n] arrays whatever the codec.
+        to_float = av.AudioResampler(format="fltp")
         chunks = [
-            frame.to_ndarray(format="fltp") for frame in container.decode(stream)  # [channels, n]
+            out.to_ndarray()
+            for frame in container.decode(stream)
+            for out in to_float.resample(frame)
         ]
+        chunks += [out.to_ndarray() for out in to_float.resample(None)]
     if not chunks:
         raise AudioDecodeError("no audio frames")
     return np.concatenate(chunks, axis=1).T.astype(np.float32, copy=False), rate

@@ -102,6 +102,8 @@ def tiles_table(outcomes: Sequence[FileOutcome], features: FeatureConfig) -> pa.
     songs = [o for o in outcomes if o.song is not None and o.tiles is not None]
     counts = [len(o.tiles) for o in songs]  # type: ignore[arg-type]
     total = int(sum(counts))
+    if total * features.tile_bytes >= 2**31:
+        raise ValueError(f"{total} tiles do not fit one shard (2 GiB); use fewer files per task")
     if total:
         stacked = np.concatenate([o.tiles.tiles for o in songs]).reshape(total, -1)  # type: ignore[union-attr]
         # One contiguous buffer + offsets: no per-tile Python bytes objects.

@@ -46,7 +46,7 @@ def parse_labels_csv(text: str, source: str = "labels CSV") -> dict[str, LabelRo
         raise LabelError(f"{source}: missing column(s) {sorted(missing)}; found {sorted(columns)}")
     rows: dict[str, LabelRow] = {}
     for line_no, row in enumerate(reader, start=2):
-        path = (row.get("path") or "").strip().lstrip("./").replace("\\", "/")
+        path = (row.get("path") or "").strip().replace("\\", "/").removeprefix("./")
         if not path:
             raise LabelError(f"{source}, line {line_no}: empty path")
         split = (row.get("split") or "").strip().lower() or None

@@ -24,10 +24,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torchaudio.transforms as audio_transforms
+import torchaudio.transforms as audio_transforms  # type: ignore[import-untyped]
 from torch import nn
 
-from genre_batch.config import ModelConfig
+from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
 
 # Largest tile value: uint8 tiles map [-top_db, 0] dB onto 0..255.
 TILE_MAX = 255.0
@@ -175,6 +175,11 @@ class TileAugment(nn.Module):
         self.mask_value = mask_value
         self.frequency_masking = audio_transforms.FrequencyMasking(freq_mask, iid_masks=True) if freq_mask else None
         self.time_masking = audio_transforms.TimeMasking(time_mask, iid_masks=True) if time_mask else None
+
+    @classmethod
+    def from_configs(cls, train: TrainConfig, features: FeatureConfig, max_gain_db: float = 0.0) -> "TileAugment":
+        """Masks from ``train.freq_mask`` / ``train.time_mask``; dB scale from ``features.top_db``."""
+        return cls(train.freq_mask, train.time_mask, max_gain_db=max_gain_db, top_db=features.top_db)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:

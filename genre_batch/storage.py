@@ -94,9 +94,15 @@ def write_bytes(uri: str, data: bytes) -> None:
         if isinstance(fs, LocalFileSystem):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; outputs are shared
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
         else:
             with fs.open(path, "wb") as handle:
                 handle.write(data)

@@ -28,6 +28,8 @@ import logging
 import math
 import multiprocessing
 import os
+import sys
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -1434,8 +1436,7 @@ def write_catalogue(
         for job in jobs:
             _write_song_job(job)
     else:
-        # spawn, not fork: callers may hold threads (Ray, torch) that fork would copy broken.
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        with _process_context().Pool(workers) as pool:
             for _ in pool.imap_unordered(_write_song_job, jobs, chunksize=1):
                 pass
     labels_csv = _write_labels(root, songs)
@@ -1449,6 +1450,18 @@ def write_catalogue(
         broken_files=tuple(path.relative_to(root).as_posix() for path in broken),
         labels_csv=str(labels_csv),
     )
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """fork when it is safe (Linux, no other Python threads), spawn otherwise.
+
+    fork starts at once and works from scripts without an ``if __name__ == "__main__"``
+    guard; but a caller holding threads (Ray, torch, a notebook kernel) would fork copies of
+    locks held by those threads, so then spawn (which needs the guard in scripts).
+    """
+    if sys.platform == "linux" and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
 
 
 def _encode_cost(song: SynthSong) -> float:

@@ -271,14 +271,18 @@ def run_train(
     model_uri = layout.model_file(run)
     with best_checkpoint.as_directory() as directory:
         upload_file(os.path.join(directory, CHECKPOINT_FILE), model_uri)
-    metrics = evaluate_model(ingest, songs, labels, model_uri, layout.model_dir(run), train_config.use_gpu)
+    with result.checkpoint.as_directory() as directory:  # the latest holds every epoch's numbers
+        history = _history(os.path.join(directory, CHECKPOINT_FILE))
+    metrics = evaluate_model(
+        ingest, songs, labels, model_uri, layout.model_dir(run), history, train_config.use_gpu
+    )
     metrics.update(
         {
             "run": run,
             "ingest_version": ingest.version,
             "labels": labels,
             "best_epoch": int(best_metrics.get("epoch", 0)),
-            "history": _history(model_uri),
+            "history": history,
             "feature_config": features.to_dict(),
             "train_config": _train_config_dict(train_config),
             "code_version": code_version(),
@@ -302,6 +306,7 @@ def evaluate_model(
     labels: list[str],
     model_uri: str,
     out_dir: str,
+    history: list[dict[str, float]],
     use_gpu: bool,
 ) -> dict[str, Any]:
     """Valid/test tile and song accuracy of a trained model, with its plots beside it."""
@@ -316,7 +321,6 @@ def evaluate_model(
     metrics: dict[str, Any] = {
         split: split_metrics(frame[frame["split"] == split], labels) for split in ("valid", "test")
     }
-    history = _history(model_uri)
     shown = "test" if metrics["test"]["songs"] else "valid"
     save_plots(
         out_dir,
@@ -334,11 +338,10 @@ def evaluate_model(
     return metrics
 
 
-def _history(model_uri: str) -> list[dict[str, float]]:
+def _history(local_checkpoint: str) -> list[dict[str, float]]:
     from genre_batch.checkpoint import load_checkpoint_state
-    from genre_batch.storage import read_bytes
 
-    return list(load_checkpoint_state(read_bytes(model_uri)).get("history", []))
+    return [dict(row) for row in load_checkpoint_state(local_checkpoint).get("history", [])]
 
 
 # ---------------------------------------------------------------- command line

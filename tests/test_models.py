@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genre_batch.config import ModelConfig
+from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
 from genre_batch.models import GenreCNN, TileAugment, build_model, tiles_to_input
 
 SMALL = ModelConfig(channels=(8, 16, 16, 32), stem_stride=4, embedding_dim=128, dropout=0.3)
@@ -98,6 +98,11 @@ def test_augment_changes_training_input_keeps_shape_and_is_identity_in_eval() ->
     masked = augmented == augment.mask_value
     assert not all(torch.equal(masked[0], masked[i]) for i in range(1, 8))
     assert augment.eval()(x) is x
+
+
+def test_augment_from_configs() -> None:
+    augment = TileAugment.from_configs(TrainConfig(freq_mask=10, time_mask=20), FeatureConfig(top_db=60.0), max_gain_db=3.0)
+    assert (augment.freq_mask, augment.time_mask, augment.top_db, augment.max_gain_db) == (10, 20, 60.0, 3.0)
 
 
 def test_augment_masks_along_the_right_axes() -> None:
