@@ -21,17 +21,20 @@ model from the stored ``model_config`` instead of trusting the caller's.
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import os
 import pickle
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping, Sequence
 
 import torch
 from torch import nn
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from genre_batch.config import FeatureConfig, ModelConfig, ensure_same_features
 from genre_batch.errors import ConfigMismatchError, GenreBatchError
@@ -58,11 +61,17 @@ _REQUIRED_KEYS = (
 # ("module.") and torch.compile ("_orig_mod.").
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
+_PLAIN_TYPES = (bool, int, float, str)
+_TORCH_TYPES = (torch.Tensor, torch.dtype, torch.device, torch.Size)
+
 PathOrFile = str | os.PathLike[str] | BinaryIO
 
 
 class CheckpointError(GenreBatchError):
-    """A checkpoint could not be read, or does not fit the model it is loaded into."""
+    """A checkpoint could not be read, or lacks what the caller needs (e.g. optimiser state).
+
+    Weights that do not fit the model raise ``ConfigMismatchError`` instead.
+    """
 
 
 class CheckpointFormatError(CheckpointError, ConfigMismatchError):
@@ -125,29 +134,30 @@ def checkpoint_state(
 
     ``epoch`` is the index of the epoch just completed; ``restore_training_state`` returns
     ``epoch + 1``. Metric values are converted to ``float`` (numpy scalars would make the
-    checkpoint unloadable with ``weights_only=True``); ``extra`` must hold only primitives,
-    lists, tuples, dicts with str keys and tensors, else ``TypeError``.
+    checkpoint unloadable with ``weights_only=True``) and labels to ``str``; ``extra`` must
+    hold only Python primitives, lists, tuples, dicts with str keys and tensors (numpy
+    scalars are refused), else ``TypeError``.
     """
-    labels = list(labels)
-    if not labels or not all(isinstance(label, str) for label in labels):
+    if len(labels) == 0 or not all(isinstance(label, str) for label in labels):
         raise ValueError(f"labels must be a non-empty sequence of str, got {labels!r}")
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"labels must be unique, got {labels!r}")
-    extra_dict = dict(extra or {})
-    _check_plain(extra_dict, "extra")
-    return {
+    label_list = [str(label) for label in labels]  # numpy.str_ -> str
+    if len(set(label_list)) != len(label_list):
+        raise ValueError(f"labels must be unique, got {label_list!r}")
+    state = {
         "format": CHECKPOINT_FORMAT,
         "code_version": code_version(),
         "model_config": model_config.to_dict(),
         "feature_config": feature_config.to_dict(),
-        "labels": labels,
+        "labels": label_list,
         "model_state": _to_cpu(unwrap_model(model).state_dict()),
         "optimizer_state": _to_cpu(optimizer.state_dict()) if optimizer is not None else None,
         "epoch": int(epoch),
         "metrics": _float_metrics(metrics),
         "history": [_float_metrics(row) for row in history],
-        "extra": _to_cpu(extra_dict),
+        "extra": _to_cpu(dict(extra or {})),
     }
+    _check_plain(state, "checkpoint")
+    return state
 
 
 def save_checkpoint(state: Mapping[str, Any], path_or_file: PathOrFile) -> None:
@@ -288,23 +298,35 @@ def _load_weights(model: nn.Module, state: Mapping[str, Any], where: str) -> Non
         ) from e
 
 
-def _strip_wrapper_prefixes(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _strip_wrapper_prefixes(weights: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
     """Drop a ``module.`` / ``_orig_mod.`` prefix that every key carries (a wrapped model saved as is)."""
-    weights = dict(weights)
+    stripped_weights: OrderedDict[str, torch.Tensor] = OrderedDict(weights)
+    metadata = getattr(weights, "_metadata", None)
+    if metadata is not None:  # per-module versions, e.g. BatchNorm's; the caller's copy stays as is
+        stripped_weights._metadata = copy.deepcopy(metadata)  # type: ignore[attr-defined]
     stripped = True
-    while weights and stripped:
+    while stripped_weights and stripped:
         stripped = False
         for prefix in _WRAPPER_PREFIXES:
-            if all(key.startswith(prefix) for key in weights):
-                weights = {key[len(prefix) :]: value for key, value in weights.items()}
+            if all(key.startswith(prefix) for key in stripped_weights):
+                consume_prefix_in_state_dict_if_present(stripped_weights, prefix)
                 stripped = True
-    return weights
+    return stripped_weights
 
 
 def _to_cpu(value: Any) -> Any:
-    """Deep copy of nested dicts/lists/tuples with every tensor detached and copied to CPU."""
+    """Deep copy of nested dicts/lists/tuples with every tensor detached and copied to CPU.
+
+    An ``OrderedDict`` (a ``state_dict``) stays one and keeps its ``_metadata``.
+    """
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu", copy=True)
+    if isinstance(value, OrderedDict):
+        copied = OrderedDict((key, _to_cpu(item)) for key, item in value.items())
+        metadata = getattr(value, "_metadata", None)
+        if metadata is not None:
+            copied._metadata = copy.deepcopy(metadata)  # type: ignore[attr-defined]
+        return copied
     if isinstance(value, dict):
         return {key: _to_cpu(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -319,17 +341,21 @@ def _float_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _check_plain(value: Any, where: str) -> None:
-    """Raise ``TypeError`` unless ``value`` is loadable with ``torch.load(weights_only=True)``."""
-    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+    """Raise ``TypeError`` unless ``value`` is loadable with ``torch.load(weights_only=True)``.
+
+    Types are checked exactly: ``numpy.float64`` subclasses ``float`` but pickles as a numpy
+    object, which ``weights_only`` refuses.
+    """
+    if value is None or type(value) in _PLAIN_TYPES or isinstance(value, _TORCH_TYPES):
         return
-    if isinstance(value, (list, tuple)):
+    if type(value) in (list, tuple):
         for index, item in enumerate(value):
             _check_plain(item, f"{where}[{index}]")
         return
-    if isinstance(value, dict):
+    if type(value) in (dict, OrderedDict):
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{where} has a non-str key {key!r}")
+            if type(key) not in (str, int):  # int keys: optimizer state is keyed by param index
+                raise TypeError(f"{where} has a key of type {type(key).__name__}: {key!r}")
             _check_plain(item, f"{where}[{key!r}]")
         return
     raise TypeError(f"{where} is a {type(value).__name__}; checkpoints hold only primitives and tensors")

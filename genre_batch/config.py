@@ -133,8 +133,9 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 12
     batch_size: int = 32
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
     weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
     seed: int = 0
     num_workers: int = 1
     use_gpu: bool = False

@@ -51,6 +51,12 @@ def _collate(features: FeatureConfig, label_ids: dict[str, int]):
     return collate
 
 
+def cosine_lr(base: float, epoch: int, epochs: int, floor: float = 0.05) -> float:
+    """Learning rate of an epoch: cosine from ``base`` down to ``floor * base`` at the last epoch."""
+    progress = epoch / max(1, epochs - 1)
+    return base * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import torch
@@ -77,7 +83,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay
     )
     augment = TileAugment(train_config.freq_mask, train_config.time_mask, top_db=features.top_db).to(device)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=train_config.label_smoothing)
     start_epoch, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -97,6 +103,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     for epoch in range(start_epoch, train_config.epochs):
         started = time.perf_counter()
+        # Cosine decay, a pure function of the epoch: a resumed run continues the same curve.
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(train_config.learning_rate, epoch, train_config.epochs)
         model.train()
         augment.train()
         loss_sum = hits = seen = 0.0

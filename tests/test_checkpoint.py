@@ -31,6 +31,15 @@ MODEL_CONFIG = ModelConfig(channels=(8, 16, 16, 32), stem_stride=4)
 FEATURES = FeatureConfig()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Several intra-op threads on a busy 2-core machine spin-wait each other: 100x slower steps."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 class Wrapper(nn.Module):
     """Stands in for DistributedDataParallel: holds the real model as ``.module``."""
 
@@ -133,12 +142,31 @@ def test_state_is_plain_and_loads_with_weights_only(trained, tmp_path: Path) -> 
     assert type(raw["metrics"]["val_accuracy"]) is float
     assert all(tensor.device.type == "cpu" for tensor in raw["model_state"].values())
     assert isinstance(raw["code_version"], str)
+    assert raw["model_state"]._metadata[""] == model.state_dict()._metadata[""]  # BatchNorm versions kept
 
 
 def test_extra_must_be_plain(trained) -> None:
     model, _ = trained
     with pytest.raises(TypeError, match="extra"):
         make_state(model, None, extra={"path": Path("/tmp")})
+    with pytest.raises(TypeError, match="float64"):  # subclasses float, yet weights_only refuses it
+        make_state(model, None, extra={"threshold": np.float64(0.5)})
+
+
+def test_numpy_labels_and_metrics_become_python_types(trained) -> None:
+    model, _ = trained
+    state = make_state(
+        model,
+        None,
+        labels=np.array(LABELS),  # numpy.str_ items
+        metrics={"val_accuracy": np.float64(0.5)},
+        history=[{"train_loss": np.float32(1.0)}],
+    )
+    buffer = io.BytesIO()
+    save_checkpoint(state, buffer)
+    bundle = load_model_bundle(buffer.getvalue())
+    assert bundle.labels == LABELS and type(bundle.labels[0]) is str
+    assert bundle.metrics == {"val_accuracy": 0.5}
 
 
 def test_arbitrary_pickles_are_refused(tmp_path: Path) -> None:

@@ -1,0 +1,670 @@
+"""Ingest throughput, five ways, on the same mp3 files in one run.
+
+    .venv/bin/python benchmarks/ingest.py --songs 200 [--catalogue DIR] [--investigate]
+
+1. decode alone (``decode_audio``: soundfile + mono + soxr to 22 050 Hz), one process;
+2. our ingest core (read bytes + ``ingest_file`` + ``write_tile_shard`` per group of
+   ``--files-per-task`` files), one process;
+3. the hobby way (``librosa.load`` + ``melspectrogram`` + ``power_to_db`` + one matplotlib
+   PNG per 256-frame tile), one process;
+4. the ingest core over ``multiprocessing.Pool(os.cpu_count())``, one shard per group;
+5. the real Ray Data job ``pipelines.ingest.run_ingest``, ``ray.init`` timed apart.
+
+Each single-process measurement runs once over its whole set, after one warm-up call of
+every code path (librosa compiles numba code on first use). Ratios are compared with the
+project's targets and printed as PASS/FAIL. ``--investigate`` adds what explains the Ray
+number: a files-per-task sweep (Ray and pool), plain Ray tasks over the same groups, and
+the cost of a cold worker process (imports + first file, with and without a numba cache).
+
+BLAS/OpenMP threads are limited to ``--threads`` (default 1) before numpy is imported, so
+"one process" means one core, and pool workers match Ray workers (Ray sets
+OMP_NUM_THREADS to the task's CPUs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/ingest.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--songs", type=int, default=200, help="songs in the catalogue (default: 200)")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per song (default: 30)")
+    parser.add_argument("--seed", type=int, default=0, help="catalogue seed (default: 0)")
+    parser.add_argument(
+        "--catalogue",
+        default=None,
+        help="directory for the catalogue, reused when it already holds the same songs/duration/seed "
+        "(default: a temporary directory, deleted at the end)",
+    )
+    parser.add_argument("--work-dir", default=None, help="where outputs go (default: a temporary directory)")
+    parser.add_argument("--keep", action="store_true", help="keep the outputs (tiles, PNGs) at the end")
+    parser.add_argument("--files-per-task", type=int, default=8,
+                        help="files per group = per shard, for (2), (4) and (5) (default: 8, as pipelines.ingest)")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
+                        help="pool size for (4) (default: os.cpu_count())")
+    parser.add_argument("--hobby-songs", type=int, default=0,
+                        help="songs for the hobby way (3); 0 = all (default: 0)")
+    parser.add_argument("--hobby-style", choices=("imsave", "figure"), default="imsave",
+                        help="imsave: plt.imsave per tile; figure: figure + imshow + savefig per tile "
+                        "(default: imsave, the cheaper of the two)")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads per process (default: 1)")
+    parser.add_argument("--skip-ray", action="store_true", help="skip (5)")
+    parser.add_argument("--investigate", action="store_true",
+                        help="after the five steps: files-per-task sweep, plain Ray tasks, cold-worker probe")
+    parser.add_argument("--sweep", default="2,4,8,16,25",
+                        help="files-per-task values for --investigate (default: 2,4,8,16,25)")
+    parser.add_argument("--json", default=None, help="also write every measurement to this JSON file")
+    return parser
+
+
+ARGS = build_parser().parse_args() if __name__ == "__main__" else None
+if ARGS is not None:
+    # Before numpy is imported anywhere: one BLAS/OpenMP thread per process unless told otherwise.
+    for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ.setdefault(_name, str(ARGS.threads))
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+import datetime as dt  # noqa: E402
+import logging  # noqa: E402
+import multiprocessing  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Callable, Iterator, Sequence  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from genre_batch.catalogue import CatalogueFile, list_catalogue  # noqa: E402
+from genre_batch.config import FeatureConfig, SplitConfig  # noqa: E402
+from genre_batch.decode import decode_audio  # noqa: E402
+from genre_batch.ingest import FileOutcome, error_row, ingest_file, write_tile_shard  # noqa: E402
+
+logger = logging.getLogger("benchmarks.ingest")
+
+FEATURES = FeatureConfig()
+SPLITS = SplitConfig()
+MARKER = ".benchmark-catalogue.json"
+TARGETS = {
+    "core_vs_hobby": 5.0,  # (2)/(3), x-realtime per core
+    "core_vs_decode": 0.8,  # (2)/(1), x-realtime per core
+    "ray_vs_pool": 0.8,  # (5)/(4), x-realtime on all cores
+}
+
+
+# --------------------------------------------------------------------------------------
+# Measuring: wall, CPU, load, peak RSS of the process tree
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    step: str
+    songs: int
+    audio_s: float
+    wall_s: float
+    cores: int
+    cpu_s: float | None = None  # CPU seconds of this process (+ reaped children), None if unknown
+    peak_rss_mib: float | None = None  # peak sum of RSS over this process and its descendants
+    load_before: float | None = None
+    load_after: float | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def songs_per_s(self) -> float:
+        return self.songs / self.wall_s
+
+    @property
+    def x_realtime(self) -> float:
+        return self.audio_s / self.wall_s
+
+    @property
+    def x_realtime_per_core(self) -> float:
+        return self.x_realtime / self.cores
+
+
+def _descendants(root_pid: int) -> list[int]:
+    """root_pid and every live descendant, from /proc (no psutil in this venv)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        # Field 4 is the parent pid; the command name (field 2) may hold spaces, so split after ")".
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        parents.setdefault(ppid, []).append(int(entry))
+    pids, stack = [], [root_pid]
+    while stack:
+        pid = stack.pop()
+        pids.append(pid)
+        stack.extend(parents.get(pid, []))
+    return pids
+
+
+def _tree_rss_bytes(root_pid: int) -> int:
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for pid in _descendants(root_pid):
+        try:
+            with open(f"/proc/{pid}/statm") as handle:
+                total += int(handle.read().split()[1]) * page
+        except OSError:
+            continue
+    return total
+
+
+class RssSampler:
+    """Peak summed RSS of this process tree, sampled every ``interval`` s in a thread.
+
+    Shared pages (Ray's /dev/shm object store, forked pool workers) count once per process
+    that maps them, so the figure is an upper bound.
+    """
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _tree_rss_bytes(os.getpid()))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "RssSampler":
+        if sys.platform == "linux":
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+            self.peak = max(self.peak, _tree_rss_bytes(os.getpid()))
+
+
+def measure(step: str, songs: int, audio_s: float, cores: int, body: Callable[[], dict[str, Any] | None],
+            sample_rss: bool = True) -> Measurement:
+    """Run ``body`` once, timing wall (perf_counter) and CPU (os.times, self + reaped children)."""
+    load_before = os.getloadavg()[0]
+    cpu_before = os.times()
+    with RssSampler() if sample_rss else _no_sampler() as sampler:
+        started = time.perf_counter()
+        notes = body() or {}
+        wall = time.perf_counter() - started
+    cpu_after = os.times()
+    cpu = sum(getattr(cpu_after, k) - getattr(cpu_before, k)
+              for k in ("user", "system", "children_user", "children_system"))
+    result = Measurement(
+        step=step, songs=songs, audio_s=audio_s, wall_s=wall, cores=cores, cpu_s=cpu,
+        peak_rss_mib=(sampler.peak / 2**20) if sampler is not None and sampler.peak else None,
+        load_before=load_before, load_after=os.getloadavg()[0], notes=notes,
+    )
+    logger.info("%s: %.2f s wall, %.0fx realtime (%.0fx per core)", step, wall, result.x_realtime,
+                result.x_realtime_per_core)
+    return result
+
+
+class _no_sampler:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------------------
+# The catalogue: generated once, reused when --catalogue holds the same one
+# --------------------------------------------------------------------------------------
+
+
+def prepare_catalogue(directory: Path, songs: int, duration_s: float, seed: int) -> tuple[list[CatalogueFile], float]:
+    """Write (or reuse) the catalogue; returns its files and the seconds spent writing it."""
+    from genre_batch.synth import write_catalogue
+
+    wanted = {"songs": songs, "duration_s": duration_s, "seed": seed, "broken_file": False}
+    marker = directory / MARKER
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        files = list_catalogue(str(directory), "folder")
+        if len(files) == songs:
+            logger.info("reusing the catalogue in %s", directory)
+            return files, 0.0
+    logger.info("writing %d songs of %.0f s to %s", songs, duration_s, directory)
+    marker.unlink(missing_ok=True)
+    started = time.perf_counter()
+    write_catalogue(directory, songs, seed, min_duration_s=duration_s, max_duration_s=duration_s,
+                    with_broken_file=False)
+    seconds = time.perf_counter() - started
+    files = list_catalogue(str(directory), "folder")
+    if len(files) != songs:
+        raise SystemExit(f"{directory} holds {len(files)} audio files, expected {songs}: use an empty directory")
+    marker.write_text(json.dumps(wanted))
+    return files, seconds
+
+
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def groups_of(files: Sequence[CatalogueFile], size: int) -> list[list[CatalogueFile]]:
+    return [list(files[i : i + size]) for i in range(0, len(files), size)]
+
+
+# --------------------------------------------------------------------------------------
+# The five ways
+# --------------------------------------------------------------------------------------
+
+
+def decode_all(files: Sequence[CatalogueFile]) -> dict[str, float]:
+    """(1) read + decode_audio; returns each file's decoded duration in seconds."""
+    durations = {}
+    for file in files:
+        audio = decode_audio(read_bytes(file.uri), name=file.relative_path,
+                             target_sample_rate=FEATURES.sample_rate)
+        durations[file.uri] = audio.duration_s
+    return durations
+
+
+def ingest_group(job: tuple[list[CatalogueFile], str]) -> dict[str, float]:
+    """(2)/(4) what ``pipelines.ingest.ingest_batch`` does, minus pandas/JSON: one shard per group."""
+    files, tiles_dir = job
+    outcomes: list[FileOutcome] = []
+    read_s = core_s = 0.0
+    for file in files:
+        started = time.perf_counter()
+        try:
+            data = read_bytes(file.uri)
+        except OSError as exc:
+            outcomes.append(FileOutcome(error=error_row(file, "read", exc, None)))
+            continue
+        read_s += time.perf_counter() - started
+        started = time.perf_counter()
+        outcomes.append(ingest_file(file, data, FEATURES, SPLITS))
+        core_s += time.perf_counter() - started
+    started = time.perf_counter()
+    write_tile_shard(outcomes, tiles_dir, FEATURES)
+    write_s = time.perf_counter() - started
+    return {
+        "songs": sum(1 for o in outcomes if o.song is not None),
+        "errors": sum(1 for o in outcomes if o.error is not None),
+        "tiles": sum(len(o.tiles) for o in outcomes if o.tiles is not None),
+        "read_s": read_s,
+        "ingest_file_s": core_s,
+        "write_shard_s": write_s,
+        "done_at": time.time(),
+    }
+
+
+def _sum_group_results(results: Sequence[dict[str, float]], started_at: float) -> dict[str, Any]:
+    totals = {k: sum(r[k] for r in results) for k in ("songs", "errors", "tiles", "read_s", "ingest_file_s",
+                                                     "write_shard_s")}
+    totals["first_shard_after_s"] = min(r["done_at"] for r in results) - started_at
+    totals["shards"] = len(results)
+    return totals
+
+
+def ingest_core_serial(files: Sequence[CatalogueFile], tiles_dir: str, files_per_task: int) -> dict[str, Any]:
+    started_at = time.time()
+    results = [ingest_group((group, tiles_dir)) for group in groups_of(files, files_per_task)]
+    return _sum_group_results(results, started_at)
+
+
+def ingest_core_pool(files: Sequence[CatalogueFile], tiles_dir: str, files_per_task: int,
+                     processes: int) -> dict[str, Any]:
+    """(4) forked workers inherit the warmed-up modules (call it before ray.init or after ray.shutdown:
+    the only other thread then is the RSS sampler, which holds no lock a child could need)."""
+    started_at = time.time()
+    jobs = [(group, tiles_dir) for group in groups_of(files, files_per_task)]
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    with context.Pool(processes) as pool:
+        results = list(pool.imap_unordered(ingest_group, jobs, chunksize=1))
+    return _sum_group_results(results, started_at)
+
+
+def hobby_way(files: Sequence[CatalogueFile], png_dir: Path, style: str) -> dict[str, Any]:
+    """(3) librosa.load + melspectrogram + power_to_db + one matplotlib PNG per 256-frame tile."""
+    import librosa
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    pngs = 0
+    for index, file in enumerate(files):
+        samples, sr = librosa.load(file.uri, sr=FEATURES.sample_rate)
+        mel = librosa.feature.melspectrogram(y=samples, sr=sr, n_fft=FEATURES.n_fft,
+                                             hop_length=FEATURES.hop_length, n_mels=FEATURES.n_mels)
+        db = librosa.power_to_db(mel, ref=np.max)
+        width = FEATURES.tile_frames
+        for tile_index in range(max(1, db.shape[1] // width)):
+            tile = db[:, tile_index * width : (tile_index + 1) * width]
+            path = png_dir / f"{index:05d}_{tile_index:03d}.png"
+            if style == "imsave":
+                plt.imsave(path, tile, cmap="magma", origin="lower")
+            else:
+                figure = plt.figure(figsize=(width / 100, FEATURES.n_mels / 100), dpi=100)
+                axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
+                axes.axis("off")
+                axes.imshow(tile, cmap="magma", origin="lower", aspect="auto")
+                figure.savefig(path)
+                plt.close(figure)
+            pngs += 1
+    return {"pngs": pngs, "style": style}
+
+
+def warm_up(file: CatalogueFile, scratch: Path) -> dict[str, float]:
+    """Run every timed code path once, untimed (numba compiles, lazy imports, lru caches)."""
+    seconds: dict[str, float] = {}
+    for name, body in (
+        ("decode", lambda: decode_all([file])),
+        ("ingest_core", lambda: ingest_group(([file], str(scratch / "tiles")))),
+        ("hobby_imsave", lambda: hobby_way([file], scratch, "imsave")),
+        ("hobby_figure", lambda: hobby_way([file], scratch, "figure")),
+    ):
+        started = time.perf_counter()
+        body()
+        seconds[name] = time.perf_counter() - started
+    return seconds
+
+
+def ray_init() -> dict[str, Any]:
+    from pipelines._ray import ensure_ray
+    import ray
+
+    if os.environ.get("RAY_ADDRESS") or Path("/tmp/ray/ray_current_cluster").exists():
+        logger.warning("RAY_ADDRESS or /tmp/ray/ray_current_cluster is set: ensure_ray may join a shared cluster")
+    ensure_ray()
+    return {"cluster_cpus": int(ray.cluster_resources().get("CPU", 0))}
+
+
+def ray_ingest(catalogue: str, root: str, files_per_task: int) -> dict[str, Any]:
+    """(5) the real job, on an already initialised Ray."""
+    from pipelines.ingest import run_ingest
+
+    started_at = time.time()
+    report = run_ingest(catalogue, root, labels="folder", files_per_task=files_per_task)
+    shards = sorted(Path(root, "ingest", report.version, "tiles").glob("*.parquet"), key=lambda p: p.stat().st_mtime)
+    return {
+        "songs": report.songs, "errors": report.errors, "tiles": report.tiles, "shards": len(shards),
+        "first_shard_after_s": (shards[0].stat().st_mtime - started_at) if shards else None,
+        "last_shard_after_s": (shards[-1].stat().st_mtime - started_at) if shards else None,
+        "run_ingest_report_s": report.seconds,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Investigation: why Ray is where it is
+# --------------------------------------------------------------------------------------
+
+
+def ray_plain_tasks(files: Sequence[CatalogueFile], tiles_dir: str, files_per_task: int) -> dict[str, Any]:
+    """The same groups as plain ``ray.remote`` tasks: Ray core without Ray Data."""
+    import ray
+
+    remote = ray.remote(num_cpus=1)(ingest_group)
+    started_at = time.time()
+    results = ray.get([remote.remote((group, tiles_dir)) for group in groups_of(files, files_per_task)])
+    return _sum_group_results(results, started_at)
+
+
+COLD_PROBE = r"""
+import json, os, sys, time
+t0 = time.perf_counter()
+sys.path.insert(0, {repo!r})
+import pipelines.ingest
+from genre_batch.catalogue import list_catalogue
+from genre_batch.config import FeatureConfig, SplitConfig
+from genre_batch.ingest import ingest_file
+t1 = time.perf_counter()
+files = list_catalogue({catalogue!r}, "folder")[:2]
+data = [open(f.uri, "rb").read() for f in files]
+t2 = time.perf_counter()
+ingest_file(files[0], data[0], FeatureConfig(), SplitConfig())
+t3 = time.perf_counter()
+ingest_file(files[1], data[1], FeatureConfig(), SplitConfig())
+t4 = time.perf_counter()
+print(json.dumps({{"imports_s": t1 - t0, "first_file_s": t3 - t2, "second_file_s": t4 - t3}}))
+"""
+
+
+def cold_worker_probe(catalogue: str, scratch: Path) -> dict[str, dict[str, float]]:
+    """A fresh Python (like a fresh Ray worker): imports + first file, per numba cache setting."""
+    script = COLD_PROBE.format(repo=str(REPO), catalogue=catalogue)
+    cases = {
+        "NUMBA_CACHE_DIR unset": None,
+        "NUMBA_CACHE_DIR empty dir": str(scratch / "numba-empty"),
+        "NUMBA_CACHE_DIR warm (2nd use)": str(scratch / "numba-empty"),
+        "NUMBA_CACHE_DIR=/tmp/genre-batch-numba-cache": "/tmp/genre-batch-numba-cache",
+    }
+    out = {}
+    for label, cache in cases.items():
+        env = dict(os.environ)
+        env.pop("NUMBA_CACHE_DIR", None)
+        if cache is not None:
+            env["NUMBA_CACHE_DIR"] = cache
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result["process_s"] = time.perf_counter() - started
+        out[label] = result
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------
+
+
+def table(rows: Sequence[Measurement]) -> str:
+    header = ("step", "songs", "audio s", "wall s", "songs/s", "x RT", "cores", "x RT/core", "CPU s",
+              "peak RSS MiB", "load 1m before/after")
+    lines = [header]
+    for m in rows:
+        lines.append((
+            m.step, str(m.songs), f"{m.audio_s:.0f}", f"{m.wall_s:.2f}", f"{m.songs_per_s:.2f}",
+            f"{m.x_realtime:.0f}", str(m.cores), f"{m.x_realtime_per_core:.0f}",
+            "-" if m.cpu_s is None else f"{m.cpu_s:.1f}",
+            "-" if m.peak_rss_mib is None else f"{m.peak_rss_mib:.0f}",
+            "-" if m.load_before is None else f"{m.load_before:.1f} / {m.load_after:.1f}",
+        ))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    rendered = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |" for line in lines]
+    rendered.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(rendered)
+
+
+def verdict(name: str, value: float | None, target: float) -> str:
+    if value is None:
+        return f"{name}: not measured (target >= {target:.1f}x)"
+    return f"{name}: {value:.2f}x (target >= {target:.1f}x) {'PASS' if value >= target else 'FAIL'}"
+
+
+def machine_line() -> str:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        commit += " (+ uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "?"
+    return (f"{dt.datetime.now().isoformat(timespec='seconds')}, {os.cpu_count()} cores ({model}), "
+            f"commit {commit}, Python {sys.version.split()[0]}, threads per process {os.environ.get('OMP_NUM_THREADS')}")
+
+
+# --------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("ray", "genre_batch", "pipelines", "numba", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    print(machine_line())
+    print(f"load before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="genre-bench-")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    catalogue_dir = Path(args.catalogue).resolve() if args.catalogue else work / "catalogue"
+    catalogue_dir.mkdir(parents=True, exist_ok=True)
+    files, synth_s = prepare_catalogue(catalogue_dir, args.songs, args.duration, args.seed)
+    if synth_s:
+        print(f"catalogue written in {synth_s:.1f} s: {catalogue_dir}")
+
+    scratch = work / "warmup"
+    scratch.mkdir(exist_ok=True)
+    warm = warm_up(files[0], scratch)
+    print("warm-up (untimed, first call of each path): " + ", ".join(f"{k} {v:.2f} s" for k, v in warm.items()))
+
+    rows: list[Measurement] = []
+    durations: dict[str, float] = {}
+
+    def decode_step() -> dict[str, Any]:
+        durations.update(decode_all(files))
+        return {}
+
+    # (1) needs the durations first, so its audio seconds are filled in after it ran.
+    m1 = measure("1 decode (soundfile+mono+soxr)", len(files), 0.0, 1, decode_step)
+    m1.audio_s = sum(durations.values())
+    rows.append(m1)
+    total_audio = m1.audio_s
+
+    fpt = args.files_per_task
+    m2 = measure(f"2 ingest core, 1 process ({fpt} files/shard)", len(files), total_audio, 1,
+                 lambda: ingest_core_serial(files, str(work / "serial" / "tiles"), fpt))
+    rows.append(m2)
+
+    hobby_files = files[: args.hobby_songs] if args.hobby_songs else files
+    png_dir = work / "hobby"
+    png_dir.mkdir(exist_ok=True)
+    m3 = measure(f"3 hobby way ({args.hobby_style} PNG), 1 process", len(hobby_files),
+                 sum(durations[f.uri] for f in hobby_files), 1,
+                 lambda: hobby_way(hobby_files, png_dir, args.hobby_style))
+    rows.append(m3)
+
+    m4 = measure(f"4 ingest core, Pool({args.processes})", len(files), total_audio, args.processes,
+                 lambda: ingest_core_pool(files, str(work / "pool" / "tiles"), fpt, args.processes))
+    rows.append(m4)
+
+    m5 = m5_init = None
+    investigation: dict[str, Any] = {}
+    if not args.skip_ray:
+        init = measure("5a ray.init (ensure_ray)", 0, 0.0, 1, ray_init, sample_rss=False)
+        cpus = int(init.notes["cluster_cpus"])
+        m5 = measure(f"5 Ray Data run_ingest ({fpt} files/task)", len(files), total_audio, cpus,
+                     lambda: ray_ingest(str(catalogue_dir), str(work / "ray-root"), fpt))
+        rows.append(m5)
+        m5_init = Measurement(step="5 incl. ray.init", songs=len(files), audio_s=total_audio,
+                              wall_s=m5.wall_s + init.wall_s, cores=cpus, peak_rss_mib=m5.peak_rss_mib,
+                              load_before=init.load_before, load_after=m5.load_after)
+        rows.append(m5_init)
+        print(f"ray.init: {init.wall_s:.2f} s ({cpus} CPUs)")
+        if args.investigate:
+            investigation = investigate(args, files, catalogue_dir, work, total_audio, cpus)
+
+    print()
+    print(table(rows))
+    print()
+    for m in (m2, m4, m5):
+        if m is not None:
+            print(f"{m.step}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                                             for k, v in m.notes.items()))
+    ratios = {
+        "core_vs_hobby": m2.x_realtime_per_core / m3.x_realtime_per_core,
+        "core_vs_decode": m2.x_realtime_per_core / m1.x_realtime_per_core,
+        "ray_vs_pool": (m5.x_realtime / m4.x_realtime) if m5 else None,
+        "ray_incl_init_vs_pool": (m5_init.x_realtime / m4.x_realtime) if m5_init else None,
+    }
+    print()
+    print(verdict("(2)/(3) ingest core vs hobby way, per core", ratios["core_vs_hobby"], TARGETS["core_vs_hobby"]))
+    print(verdict("(2)/(1) ingest core vs decode alone, per core", ratios["core_vs_decode"], TARGETS["core_vs_decode"]))
+    print(verdict("(5)/(4) Ray Data vs Pool, all cores, without ray.init", ratios["ray_vs_pool"], TARGETS["ray_vs_pool"]))
+    print(verdict("(5)/(4) Ray Data vs Pool, all cores, with ray.init", ratios["ray_incl_init_vs_pool"],
+                  TARGETS["ray_vs_pool"]))
+    self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"\nru_maxrss: self {self_rss:.0f} MiB, largest reaped child {children_rss:.0f} MiB "
+          "(peak RSS column: summed over the live process tree, sampled every 0.2 s)")
+    print("each measurement ran once over its set (no repetition); warm-up calls were untimed")
+    print(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "machine": machine_line(), "args": vars(args), "warm_up_s": warm,
+            "rows": [dict(asdict(m), songs_per_s=m.songs_per_s, x_realtime=m.x_realtime,
+                          x_realtime_per_core=m.x_realtime_per_core) for m in rows],
+            "ratios": ratios, "targets": TARGETS, "investigation": investigation,
+        }, indent=2, default=str))
+    if not args.skip_ray:
+        import ray
+
+        ray.shutdown()
+    if not args.keep:
+        shutil.rmtree(work / "serial", ignore_errors=True)
+        for name in ("pool", "hobby", "ray-root", "warmup", "sweep"):
+            shutil.rmtree(work / name, ignore_errors=True)
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)  # holds the catalogue unless --catalogue said elsewhere
+    return 0
+
+
+def investigate(args: argparse.Namespace, files: Sequence[CatalogueFile], catalogue_dir: Path, work: Path,
+                total_audio: float, cpus: int) -> dict[str, Any]:
+    """Sweep files per task for Ray Data, plain Ray tasks and the pool; probe cold workers."""
+    sweep_dir = work / "sweep"
+    values = [int(v) for v in args.sweep.split(",") if v.strip()]
+    rows: list[Measurement] = []
+    for value in values:
+        rows.append(measure(f"Ray Data run_ingest, {value} files/task (warm workers)", len(files), total_audio, cpus,
+                            lambda: ray_ingest(str(catalogue_dir), str(sweep_dir / f"ray-{value}"), value)))
+        rows.append(measure(f"plain Ray tasks, {value} files/task", len(files), total_audio, cpus,
+                            lambda: ray_plain_tasks(files, str(sweep_dir / f"tasks-{value}"), value)))
+    import ray
+
+    ray.shutdown()  # the pool forks: no Ray threads in this process while it does
+    for value in values:
+        rows.append(measure(f"Pool({args.processes}), {value} files/task", len(files), total_audio, args.processes,
+                            lambda: ingest_core_pool(files, str(sweep_dir / f"pool-{value}"), value,
+                                                     args.processes)))
+    print("\ninvestigation (each once, after the main run):")
+    print(table(rows))
+    for m in rows:
+        if "first_shard_after_s" in m.notes:
+            print(f"  {m.step}: first shard after {m.notes['first_shard_after_s']:.2f} s, "
+                  f"{m.notes.get('shards')} shards")
+    probe = cold_worker_probe(str(catalogue_dir), work / "sweep")
+    print("\ncold worker (fresh python: import pipelines.ingest + genre_batch, then 2 files):")
+    for label, result in probe.items():
+        print(f"  {label}: " + ", ".join(f"{k} {v:.2f} s" for k, v in result.items()))
+    return {"rows": [asdict(m) for m in rows], "cold_worker": probe}
+
+
+if __name__ == "__main__":
+    assert ARGS is not None
+    raise SystemExit(main(ARGS))
