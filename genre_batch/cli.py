@@ -31,13 +31,26 @@ def run_entry_point(body: Callable[[], object], verbose: bool | None = None) -> 
     configure_logging(verbose)
     try:
         result = body()
-    except GenreBatchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except FileNotFoundError as exc:
-        print(f"error: not found: {exc}", file=sys.stderr)
+    except Exception as exc:
+        known = known_cause(exc)
+        if known is None:
+            raise
+        print(f"error: {known}", file=sys.stderr)
         return 1
     return int(result) if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def known_cause(exc: BaseException) -> BaseException | None:
+    """The failure a user should read, also when Ray wrapped it (RayTaskError and friends
+    keep the original exception as ``cause``, Ray Train as ``__cause__``)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (GenreBatchError, FileNotFoundError)):
+            return current
+        current = getattr(current, "cause", None) or current.__cause__
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 LATEST = "LATEST"
 
 
+class MissingObjectError(StorageError, FileNotFoundError):
+    """A file or object that should exist does not; the message names its URI."""
+
+
 def normalise_uri(uri: str) -> str:
     """Absolute local paths for local URIs, unchanged remote URIs, no trailing slash."""
     uri = str(uri)
@@ -56,10 +60,21 @@ def relative_to(uri: str, root: str) -> str:
     return uri[len(root.rstrip("/")) + 1 :]
 
 
+# botocore's adaptive retry mode: exponential back-off with jitter on throttling, 5xx and
+# connection errors, plus client-side rate limiting when the store keeps throttling.
+S3_RETRIES = {"max_attempts": int(os.environ.get("GENRE_BATCH_S3_MAX_ATTEMPTS", "10")), "mode": "adaptive"}
+
+
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """fsspec filesystem and the path within it. s3fs reads the standard AWS chain
-    (environment, profile, instance role) and ``AWS_ENDPOINT_URL`` for S3-compatible stores."""
-    fs, path = fsspec.core.url_to_fs(normalise_uri(uri))
+    """fsspec filesystem and the path within it.
+
+    s3fs reads credentials from the standard AWS chain (environment, profile, instance role)
+    and ``AWS_ENDPOINT_URL`` / ``AWS_DEFAULT_REGION`` for S3-compatible stores (MinIO, Ceph, R2);
+    nothing here sees or logs a credential.
+    """
+    uri = normalise_uri(uri)
+    options = {"config_kwargs": {"retries": S3_RETRIES}} if uri.startswith(("s3://", "s3a://")) else {}
+    fs, path = fsspec.core.url_to_fs(uri, **options)
     return fs, path
 
 
@@ -81,8 +96,8 @@ def read_bytes(uri: str) -> bytes:
     try:
         with fs.open(path, "rb") as handle:
             return handle.read()
-    except FileNotFoundError:
-        raise
+    except FileNotFoundError as exc:
+        raise MissingObjectError(f"{uri} does not exist ({exc})") from exc
     except OSError as exc:
         raise StorageError(f"could not read {uri}: {exc}") from exc
 
@@ -135,8 +150,8 @@ def download_file(uri: str, local_path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(local_path)), exist_ok=True)
     try:
         fs.get_file(path, local_path)
-    except FileNotFoundError:
-        raise
+    except FileNotFoundError as exc:
+        raise MissingObjectError(f"{uri} does not exist ({exc})") from exc
     except OSError as exc:
         raise StorageError(f"could not download {uri}: {exc}") from exc
 
@@ -177,6 +192,18 @@ def walk_files(uri: str) -> Iterable[FileInfo]:
             mtime=str(mtime),
             etag=str(info.get("ETag") or info.get("etag") or "").strip('"'),
         )
+
+
+def check_writable(uri: str) -> None:
+    """Fail fast, before any work, when outputs cannot be written under ``uri``
+    (no such bucket, access denied): one probe object, written and removed."""
+    probe = join(uri, f".write-probe-{secrets.token_hex(4)}")
+    write_bytes(probe, b"")
+    fs, path = filesystem(probe)
+    try:
+        fs.rm(path)
+    except OSError as exc:
+        raise StorageError(f"could not delete {probe}: {exc}") from exc
 
 
 def new_version() -> str:

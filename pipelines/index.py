@@ -31,7 +31,7 @@ from genre_batch.evaluation import add_predicted, save_plots
 from genre_batch.index import SongIndex
 from genre_batch.layout import RootLayout
 from genre_batch.pooling import UNKNOWN, choose_threshold
-from genre_batch.storage import new_version, publish, read_bytes, upload_file, write_json
+from genre_batch.storage import check_writable, new_version, publish, read_bytes, upload_file, write_json
 from genre_batch.tables import read_frame, write_rows
 
 logger = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ def run_index(
     from pipelines.inference import predict_songs
 
     started = time.perf_counter()
+    check_writable(root)
     layout = RootLayout(root)
     ingest = published_ingest(root)
     run = published_model_run(root)

@@ -34,7 +34,7 @@ from genre_batch.ingest import (
     write_tile_shard,
 )
 from genre_batch.layout import RootLayout
-from genre_batch.storage import filesystem, new_version, publish, write_json
+from genre_batch.storage import check_writable, filesystem, new_version, publish, write_json
 from genre_batch.tables import write_rows
 
 logger = logging.getLogger(__name__)
@@ -141,6 +141,7 @@ def run_ingest(
     from pipelines._ray import ensure_ray
 
     started = time.perf_counter()
+    check_writable(root)
     files = list_catalogue(catalogue, labels)
     if not files:
         raise GenreBatchError(f"no audio files found under {catalogue}")

@@ -28,7 +28,7 @@ from genre_batch.artifacts import IngestVersion, code_version, published_ingest
 from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
 from genre_batch.errors import GenreBatchError
 from genre_batch.layout import RootLayout
-from genre_batch.storage import filesystem, publish, pyarrow_filesystem, upload_file, write_json
+from genre_batch.storage import check_writable, filesystem, publish, pyarrow_filesystem, upload_file, write_json
 from genre_batch.tables import read_frame
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _collate(features: FeatureConfig, label_ids: dict[str, int]):
 def cosine_lr(base: float, epoch: int, epochs: int, floor: float = 0.05) -> float:
     """Learning rate of an epoch: cosine from ``base`` down to ``floor * base`` at the last epoch."""
     progress = epoch / max(1, epochs - 1)
-    return base * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * progress)))
+    return float(base * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * progress))))
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -231,6 +231,7 @@ def run_train(
     from pipelines._ray import cluster_cpus, ensure_ray
 
     started = time.perf_counter()
+    check_writable(root)
     ingest = published_ingest(root)
     features = ingest.feature_config
     songs = read_frame(ingest.songs_uri)

@@ -9,8 +9,31 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """A private local Ray with 2 CPUs, shut down after the session.
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server on 127.0.0.1 for the whole session.
+
+    Its endpoint and test credentials go into the environment the standard way
+    (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), before any Ray starts, so Ray workers
+    inherit them exactly as they would on a cluster node.
+    """
+    from tests.servers import start_s3_server
+
+    server = start_s3_server(str(tmp_path_factory.mktemp("s3") / "moto.log"))
+    saved = {key: os.environ.get(key) for key in server.env}
+    os.environ.update(server.env)
+    yield server
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def ray_local(s3_server):
+    """A private local Ray with 2 CPUs per test module (modules that start their own
+    cluster must not see a second Ray instance), with the S3 server's environment.
 
     Ray 2.60 writes an auth token under $HOME; a temporary HOME keeps tests from touching
     the developer's, and a short temp dir keeps Ray's socket paths under the OS limit.
