@@ -274,20 +274,31 @@ def groups_of(files: Sequence[CatalogueFile], size: int) -> list[list[CatalogueF
 # --------------------------------------------------------------------------------------
 
 
-def decode_all(files: Sequence[CatalogueFile]) -> dict[str, float]:
-    """(1) read + decode_audio; returns each file's decoded duration in seconds."""
-    durations = {}
+@dataclass(frozen=True)
+class DecodedFile:
+    duration_s: float  # decoded audio, seconds
+    decode_s: float  # wall seconds of read + decode_audio
+    source_format: str  # "44100 Hz stereo", ...
+
+
+def decode_all(files: Sequence[CatalogueFile]) -> dict[str, DecodedFile]:
+    """(1) read + decode_audio, per file."""
+    decoded = {}
     for file in files:
+        started = time.perf_counter()
         audio = decode_audio(read_bytes(file.uri), name=file.relative_path,
                              target_sample_rate=FEATURES.sample_rate)
-        durations[file.uri] = audio.duration_s
-    return durations
+        seconds = time.perf_counter() - started
+        channels = {1: "mono", 2: "stereo"}.get(audio.source_channels, f"{audio.source_channels} ch")
+        decoded[file.uri] = DecodedFile(audio.duration_s, seconds, f"{audio.source_sample_rate} Hz {channels}")
+    return decoded
 
 
 def ingest_group(job: tuple[list[CatalogueFile], str]) -> dict[str, float]:
     """(2)/(4) what ``pipelines.ingest.ingest_batch`` does, minus pandas/JSON: one shard per group."""
     files, tiles_dir = job
     outcomes: list[FileOutcome] = []
+    per_file_s: dict[str, float] = {}  # read + ingest_file, per file
     read_s = core_s = 0.0
     for file in files:
         started = time.perf_counter()
@@ -297,9 +308,10 @@ def ingest_group(job: tuple[list[CatalogueFile], str]) -> dict[str, float]:
             outcomes.append(FileOutcome(error=error_row(file, "read", exc, None)))
             continue
         read_s += time.perf_counter() - started
-        started = time.perf_counter()
+        core_started = time.perf_counter()
         outcomes.append(ingest_file(file, data, FEATURES, SPLITS))
-        core_s += time.perf_counter() - started
+        core_s += time.perf_counter() - core_started
+        per_file_s[file.uri] = time.perf_counter() - started
     started = time.perf_counter()
     write_tile_shard(outcomes, tiles_dir, FEATURES)
     write_s = time.perf_counter() - started
@@ -311,6 +323,7 @@ def ingest_group(job: tuple[list[CatalogueFile], str]) -> dict[str, float]:
         "ingest_file_s": core_s,
         "write_shard_s": write_s,
         "done_at": time.time(),
+        "per_file_s": per_file_s,  # type: ignore[dict-item]
     }
 
 
@@ -319,6 +332,7 @@ def _sum_group_results(results: Sequence[dict[str, float]], started_at: float) -
                                                      "write_shard_s")}
     totals["first_shard_after_s"] = min(r["done_at"] for r in results) - started_at
     totals["shards"] = len(results)
+    totals["per_file_s"] = {uri: s for r in results for uri, s in r["per_file_s"].items()}  # type: ignore[attr-defined]
     return totals
 
 
@@ -414,6 +428,18 @@ def ray_ingest(catalogue: str, root: str, files_per_task: int) -> dict[str, Any]
 # --------------------------------------------------------------------------------------
 
 
+def ray_init_plain() -> dict[str, Any]:
+    """ensure_ray's ray.init minus the job-level runtime_env (which stops Ray from using the
+    workers it prestarts at init: they are dropped and new ones start when tasks arrive)."""
+    import ray
+    from pipelines._ray import quiet_ray_data
+
+    os.environ.setdefault("NUMBA_CACHE_DIR", "/tmp/genre-batch-numba-cache")
+    ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    quiet_ray_data()
+    return {"cluster_cpus": int(ray.cluster_resources().get("CPU", 0))}
+
+
 def ray_plain_tasks(files: Sequence[CatalogueFile], tiles_dir: str, files_per_task: int) -> dict[str, Any]:
     """The same groups as plain ``ray.remote`` tasks: Ray core without Ray Data."""
     import ray
@@ -490,6 +516,19 @@ def table(rows: Sequence[Measurement]) -> str:
     return "\n".join(rendered)
 
 
+def format_table(decoded: dict[str, DecodedFile], core_s: dict[str, float]) -> str:
+    """x realtime of (1) and of (2)'s per-file part (read + ingest_file, no shard write), per source format."""
+    formats = sorted({d.source_format for d in decoded.values()})
+    lines = ["| source format | files | (1) decode x RT | (2) read+ingest_file x RT | (2)/(1) |", "|---|---|---|---|---|"]
+    for name in formats + ["all"]:
+        uris = [u for u, d in decoded.items() if name in ("all", d.source_format) and u in core_s]
+        audio = sum(decoded[u].duration_s for u in uris)
+        decode_x = audio / sum(decoded[u].decode_s for u in uris)
+        core_x = audio / sum(core_s[u] for u in uris)
+        lines.append(f"| {name} | {len(uris)} | {decode_x:.0f} | {core_x:.0f} | {core_x / decode_x:.2f} |")
+    return "\n".join(lines)
+
+
 def verdict(name: str, value: float | None, target: float) -> str:
     if value is None:
         return f"{name}: not measured (target >= {target:.1f}x)"
@@ -543,14 +582,15 @@ def main(args: argparse.Namespace) -> int:
     print("warm-up (untimed, first call of each path): " + ", ".join(f"{k} {v:.2f} s" for k, v in warm.items()))
 
     rows: list[Measurement] = []
-    durations: dict[str, float] = {}
+    decoded: dict[str, DecodedFile] = {}
 
     def decode_step() -> dict[str, Any]:
-        durations.update(decode_all(files))
+        decoded.update(decode_all(files))
         return {}
 
-    # (1) needs the durations first, so its audio seconds are filled in after it ran.
+    # (1) measures the durations, so its audio seconds are filled in after it ran.
     m1 = measure("1 decode (soundfile+mono+soxr)", len(files), 0.0, 1, decode_step)
+    durations = {uri: d.duration_s for uri, d in decoded.items()}
     m1.audio_s = sum(durations.values())
     rows.append(m1)
     total_audio = m1.audio_s
@@ -594,7 +634,9 @@ def main(args: argparse.Namespace) -> int:
     for m in (m2, m4, m5):
         if m is not None:
             print(f"{m.step}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
-                                             for k, v in m.notes.items()))
+                                             for k, v in m.notes.items() if k != "per_file_s"))
+    print()
+    print(format_table(decoded, m2.notes["per_file_s"]))
     ratios = {
         "core_vs_hobby": m2.x_realtime_per_core / m3.x_realtime_per_core,
         "core_vs_decode": m2.x_realtime_per_core / m1.x_realtime_per_core,
@@ -647,6 +689,18 @@ def investigate(args: argparse.Namespace, files: Sequence[CatalogueFile], catalo
                             lambda: ray_plain_tasks(files, str(sweep_dir / f"tasks-{value}"), value)))
     import ray
 
+    # Cold runs again, each in a fresh Ray session: once as the project starts Ray, once without
+    # the job-level runtime_env (NUMBA_CACHE_DIR then reaches workers through the inherited
+    # environment, which ensure_ray has already set), to see what the runtime_env costs.
+    for label, init in (("ensure_ray() again", ray_init), ("ray.init without runtime_env", ray_init_plain)):
+        ray.shutdown()
+        init_m = measure(f"fresh session: {label}", 0, 0.0, cpus, init, sample_rss=False)
+        run_m = measure(f"  cold Ray Data run_ingest after {label}, {args.files_per_task} files/task", len(files),
+                        total_audio, cpus,
+                        lambda: ray_ingest(str(catalogue_dir), str(sweep_dir / f"cold-{len(rows)}"),
+                                           args.files_per_task))
+        run_m.notes["ray_init_s"] = init_m.wall_s
+        rows.append(run_m)
     ray.shutdown()  # the pool forks: no Ray threads in this process while it does
     for value in values:
         rows.append(measure(f"Pool({args.processes}), {value} files/task", len(files), total_audio, args.processes,
@@ -656,8 +710,9 @@ def investigate(args: argparse.Namespace, files: Sequence[CatalogueFile], catalo
     print(table(rows))
     for m in rows:
         if "first_shard_after_s" in m.notes:
+            extra = f", after ray.init of {m.notes['ray_init_s']:.2f} s" if "ray_init_s" in m.notes else ""
             print(f"  {m.step}: first shard after {m.notes['first_shard_after_s']:.2f} s, "
-                  f"{m.notes.get('shards')} shards")
+                  f"{m.notes.get('shards')} shards{extra}")
     probe = cold_worker_probe(str(catalogue_dir), work / "sweep")
     print("\ncold worker (fresh python: import pipelines.ingest + genre_batch, then 2 files):")
     for label, result in probe.items():

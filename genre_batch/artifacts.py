@@ -36,7 +36,7 @@ class IngestVersion:
 
 def published_ingest(root: str) -> IngestVersion:
     layout = RootLayout(root)
-    version = latest_version(layout.ingest_area, "ingest (run `genre-batch ingest` first)")
+    version = latest_version(layout.ingest_area, "ingest", "run `genre-batch ingest` first")
     return IngestVersion(layout, version, read_json(layout.ingest_manifest(version)))
 
 
@@ -61,13 +61,13 @@ class IndexVersion:
 
 def published_index(root: str) -> IndexVersion:
     layout = RootLayout(root)
-    version = latest_version(layout.index_area, "index (run `genre-batch index` first)")
+    version = latest_version(layout.index_area, "index", "run `genre-batch index` first")
     return IndexVersion(layout, version, read_json(layout.index_manifest(version)))
 
 
 def published_model_run(root: str) -> str:
     layout = RootLayout(root)
-    return latest_version(layout.models_area, "model (run `genre-batch train` first)")
+    return latest_version(layout.models_area, "model", "run `genre-batch train` first")
 
 
 def code_version() -> str:

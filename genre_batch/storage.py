@@ -218,9 +218,9 @@ def publish(area_uri: str, version: str) -> None:
     logger.info("published %s/%s", area_uri, version)
 
 
-def latest_version(area_uri: str, what: str) -> str:
+def latest_version(area_uri: str, what: str, hint: str = "") -> str:
     uri = join(area_uri, LATEST)
     try:
         return read_bytes(uri).decode().strip()
     except FileNotFoundError:
-        raise NotPublishedError(f"no {what} published yet ({uri} is missing)") from None
+        raise NotPublishedError(f"no {what} published yet ({uri} is missing){'; ' + hint if hint else ''}") from None

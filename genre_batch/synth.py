@@ -128,6 +128,8 @@ class GenreStyle:
     timbre: Timbre
     # Stem levels in dB before the per-song jitter.
     levels_db: dict[str, float]
+    # Parts this genre may take from a neighbour (see GENRE_NEIGHBOURS).
+    borrows: tuple[str, ...] = ("drums", "chords", "lead")
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,7 @@ STYLES: dict[str, GenreStyle] = {
                     snare_decay_s=0.14, snare_noise_hz=9000, hat_decay_s=0.05),
         timbre=Timbre(brightness=1.0, detune_cents=10, drive=6.0, reverb_wet=0.1, reverb_s=1.2, hiss_db=-38),
         levels_db={"drums": 0, "bass": -6, "chords": -1, "lead": -7},
+        borrows=("drums", "lead"),  # without its distorted guitars it would not be metal
     ),
     # Syncopated kick, ghost-note snare, 16th hats, slap bass with octave pops, clav chanks;
     # one "disco" artist uses four-on-the-floor like techno.
@@ -326,6 +329,21 @@ STEP_VELOCITY = {"x": 1.0, "o": 0.7, "g": 0.35}
 SLAP_LINES = ("R..O.R.gR..O.gSO", "R.gRO..gR.gFO.g.", "R..gR.O.g.R.O.FS")
 
 ARTIST_TEMPO_SPREAD = 0.12  # artist-to-song tempo wobble, as a share of the tempo range
+# Genres that lend each other parts: an artist (ARTIST_BORROW_CHANCE) or a single song
+# (SONG_BORROW_CHANCE) takes its drums, chords or lead from a neighbour. Together with
+# the crossover options in STYLES this is what keeps classification from being trivial.
+GENRE_NEIGHBOURS: dict[str, tuple[str, ...]] = {
+    "drift-ambient": ("marsh-folk", "dusty-hop"),
+    "neon-techno": ("bubble-funk", "lava-metal", "drift-ambient"),
+    "dusty-hop": ("bubble-funk", "marsh-folk", "drift-ambient"),
+    "marsh-folk": ("drift-ambient", "dusty-hop"),
+    "lava-metal": ("neon-techno", "marsh-folk"),
+    "bubble-funk": ("dusty-hop", "neon-techno"),
+}
+ARTIST_BORROW_CHANCE = 0.4
+SONG_BORROW_CHANCE = 0.2
+# Any song may sound like a worn vinyl rip or a cheap recording, whatever its genre.
+LOFI_CHANCE = 0.15
 # Crossover patterns keep their own tempo, inside the genre's range but next to a neighbour:
 # industrial metal sits just above techno, disco funk just below it.
 PATTERN_TEMPO_BPM = {"industrial": (138.0, 150.0), "disco": (110.0, 118.0)}
@@ -344,7 +362,7 @@ def artist_profile(genre: str, artist: str) -> ArtistProfile:
     slot = _named_rng(genre).permutation(len(style.artists))[index] if drums not in PATTERN_TEMPO_BPM else 0
     slots = len(style.artists) if drums not in PATTERN_TEMPO_BPM else 1
     centre = low + (slot + rng.uniform(0.2, 0.8)) / slots * (high - low)
-    return ArtistProfile(
+    profile = ArtistProfile(
         genre=genre,
         name=artist,
         tempo_range=(low, high),
@@ -355,9 +373,20 @@ def artist_profile(genre: str, artist: str) -> ArtistProfile:
         chords=style.chords[index % len(style.chords)],
         lead=style.lead[index % len(style.lead)],
         swing=float(rng.uniform(*style.swing)),
-        kit=_jitter_floats(style.kit, rng, spread=0.25),
-        timbre=_jitter_floats(style.timbre, rng, spread=0.3),
+        kit=_jitter_floats(style.kit, rng, spread=0.3),
+        timbre=_jitter_floats(style.timbre, rng, spread=0.35),
     )
+    return borrow_part(profile, rng) if rng.random() < ARTIST_BORROW_CHANCE else profile
+
+
+def borrow_part(profile: ArtistProfile, rng: np.random.Generator) -> ArtistProfile:
+    """Swap one part (drums, chords or lead) for a neighbouring genre's, as real bands do."""
+    neighbours = GENRE_NEIGHBOURS[profile.genre]
+    neighbour = STYLES[neighbours[rng.integers(len(neighbours))]]
+    borrowable = STYLES[profile.genre].borrows
+    part = borrowable[rng.integers(len(borrowable))]
+    options: tuple[str | None, ...] = getattr(neighbour, part)
+    return dataclasses.replace(profile, **{part: options[rng.integers(len(options))]})
 
 
 def _style(genre: str) -> GenreStyle:
@@ -560,12 +589,12 @@ def _sections(n_bars: int, has_drums: bool, rng: np.random.Generator) -> tuple[t
     drums = np.full(n_bars, has_drums)
     bass = np.ones(n_bars, dtype=bool)
     if has_drums:
-        intro = int(rng.choice([0, 1, 2, 4]))
+        intro = int(rng.choice([0, 1, 2, 4, 8]))
         drums[:intro] = False
         bass[: intro // 2] = False
-        if n_bars >= 12 and rng.random() < 0.5:
+        if n_bars >= 12 and rng.random() < 0.6:
             start = int(rng.integers(n_bars // 3, 2 * n_bars // 3))
-            drums[start : start + int(rng.integers(2, 5))] = False
+            drums[start : start + int(rng.integers(2, 9))] = False
     return tuple(bool(d) for d in drums), tuple(bool(b) for b in bass)
 
 
@@ -1286,10 +1315,12 @@ def render_song(song: SynthSong) -> np.ndarray:
     """
     if song.sample_rate % RENDER_RATE != 0:
         raise ValueError(f"sample_rate must be a multiple of {RENDER_RATE}, got {song.sample_rate}")
-    profile = artist_profile(song.genre, song.artist)
     rng = np.random.default_rng(song.seed)
+    profile = artist_profile(song.genre, song.artist)
+    if rng.random() < SONG_BORROW_CHANCE:
+        profile = borrow_part(profile, rng)
     kit = _jitter_floats(profile.kit, rng, spread=0.06)
-    timbre = _jitter_floats(profile.timbre, rng, spread=0.15)
+    timbre = _recording(_jitter_floats(profile.timbre, rng, spread=0.15), rng)
     voice = Voice(RENDER_RATE, timbre, rng)
     form = plan_form(song, profile, rng)
     # Render past the end so releases and the room tail are cut naturally, not silenced.
@@ -1308,6 +1339,17 @@ def render_song(song: SynthSong) -> np.ndarray:
     stems["texture"] = _crackle(n_frames, RENDER_RATE, timbre.crackle, rng) * music_rms
     mix = _mix_and_master(stems, song.channels, song.sample_rate, song.frames, timbre, rng)
     return mix.astype(np.float32)
+
+
+def _recording(timbre: Timbre, rng: np.random.Generator) -> Timbre:
+    """Per-song recording quality: noise floor, and now and then a worn lo-fi transfer."""
+    hiss_db = timbre.hiss_db + rng.uniform(-10.0, 8.0)
+    if rng.random() < LOFI_CHANCE:
+        return dataclasses.replace(timbre, hiss_db=hiss_db, master_lowpass_hz=rng.uniform(3500.0, 8000.0),
+                                   crackle=max(timbre.crackle, rng.uniform(0.2, 0.7)))
+    if timbre.crackle > 0 and rng.random() < 0.3:  # a clean reissue of a crackly record
+        return dataclasses.replace(timbre, hiss_db=hiss_db, crackle=0.0)
+    return dataclasses.replace(timbre, hiss_db=hiss_db)
 
 
 def _kick_steps(profile: ArtistProfile) -> tuple[int, ...]:
@@ -1342,7 +1384,7 @@ def _balance(stems: dict[str, FloatArray], levels_db: dict[str, float], rng: np.
         if rms == 0.0:
             balanced[name] = stem
             continue
-        level_db = levels_db[name] + rng.normal(0.0, 2.5)
+        level_db = levels_db[name] + rng.normal(0.0, 3.5)
         balanced[name] = stem / rms * 0.1 * 10 ** (level_db / 20)
     return balanced
 

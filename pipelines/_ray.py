@@ -26,15 +26,13 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     env_vars = {"NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", "/tmp/genre-batch-numba-cache")}
     os.environ.setdefault("NUMBA_CACHE_DIR", env_vars["NUMBA_CACHE_DIR"])
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    kwargs: dict = {
-        "logging_level": logging.WARNING,
-        "runtime_env": {"env_vars": env_vars},
-        "log_to_driver": True,
-    }
+    kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address:
+        # On a cluster the job's runtime env (cluster/runtime_env.yaml) and the image set
+        # the environment; a runtime_env here would replace the job's working_dir.
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env_vars}, **kwargs)
     quiet_ray_data()
     resources = ray.cluster_resources()
     logger.info(

@@ -1,0 +1,122 @@
+"""ingest -> train -> index submitted with `ray job submit` to a real two-node local Ray cluster.
+
+`ray start --head` plus a second `ray start --address ...` node on this machine, so tasks and
+the two DDP training workers really cross node boundaries; catalogue and outputs in the S3
+server; credentials only in the nodes' environment, as on a cloud cluster with instance roles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import s3fs
+
+from genre_batch.synth import write_catalogue
+from tests.servers import SECRET_ACCESS_KEY, free_port
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+CATALOGUE = "s3://gb-cluster-catalogue/music"
+ROOT = "s3://gb-cluster-outputs/genre-batch"
+
+
+def ray_cli(env: dict[str, str], *argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([RAY, *argv], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server, tmp_path_factory):
+    import ray
+
+    if ray.is_initialized():  # a local Ray of another module must not be mistaken for the cluster
+        ray.shutdown()
+    home = tmp_path_factory.mktemp("cluster-home")
+    temp_dir = tmp_path_factory.mktemp("ray", numbered=True)
+    # The nodes run with this virtualenv activated, as a cluster image has its Python first
+    # on PATH: the jobs' `python -m pipelines...` must find the installed dependencies.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, **s3_server.env, "HOME": str(home), "PYTHONUNBUFFERED": "1", "PATH": path}
+    env.pop("RAY_ADDRESS", None)
+    port, dashboard = free_port(), free_port()
+    head = ray_cli(env, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}",
+                   "--dashboard-host=127.0.0.1", "--num-cpus=2", "--node-ip-address=127.0.0.1",
+                   f"--temp-dir={temp_dir}", "--disable-usage-stats")
+    assert head.returncode == 0, head.stdout + head.stderr
+    worker = ray_cli(env, "start", f"--address=127.0.0.1:{port}", "--num-cpus=2",
+                     "--node-ip-address=127.0.0.1", "--disable-usage-stats")
+    try:
+        assert worker.returncode == 0, worker.stdout + worker.stderr
+        yield {"env": env, "address": f"http://127.0.0.1:{dashboard}", "gcs": f"127.0.0.1:{port}"}
+    finally:
+        ray_cli(env, "stop", "--force", timeout=120)
+
+
+def submit(cluster, submission_id: str, *entrypoint: str) -> subprocess.CompletedProcess:
+    return ray_cli(
+        cluster["env"], "job", "submit", "--address", cluster["address"], "--submission-id", submission_id,
+        "--working-dir", ".", "--runtime-env", "cluster/runtime_env.yaml", "--", *entrypoint,
+    )
+
+
+def test_chain_as_submitted_jobs(cluster, s3_server, tmp_path):
+    nodes = subprocess.run(
+        [sys.executable, "-c",
+         f"import ray; ray.init(address='{cluster['gcs']}', logging_level='ERROR'); "
+         "print(sum(1 for n in ray.nodes() if n['Alive']))"],
+        env=cluster["env"], capture_output=True, text=True, timeout=120,
+    )
+    assert nodes.stdout.strip().splitlines()[-1] == "2", nodes.stdout + nodes.stderr
+
+    s3_server.reset()
+    fs = s3fs.S3FileSystem(endpoint_url=s3_server.endpoint)
+    fs.mkdir("gb-cluster-catalogue")
+    fs.mkdir("gb-cluster-outputs")
+    summary = write_catalogue(tmp_path / "music", n_songs=18, seed=11, min_duration_s=12.0, max_duration_s=14.0)
+    fs.put(str(tmp_path / "music"), "gb-cluster-catalogue/", recursive=True)
+
+    jobs = [
+        ("gb-ingest", ["python", "-m", "pipelines.ingest", "--catalogue", CATALOGUE, "--root", ROOT,
+                       "--files-per-task", "3"]),
+        ("gb-train", ["python", "-m", "pipelines.train", "--root", ROOT, "--epochs", "1", "--workers", "2",
+                      "--batch-size", "8"]),
+        ("gb-index", ["python", "-m", "pipelines.index", "--root", ROOT, "--n-trees", "5"]),
+    ]
+    for submission_id, entrypoint in jobs:
+        result = submit(cluster, submission_id, *entrypoint)
+        assert result.returncode == 0, f"{submission_id} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        status = ray_cli(cluster["env"], "job", "status", "--address", cluster["address"], submission_id)
+        assert f"Job '{submission_id}' succeeded" in status.stdout, status.stdout + status.stderr
+        logs = ray_cli(cluster["env"], "job", "logs", "--address", cluster["address"], submission_id).stdout
+        assert SECRET_ACCESS_KEY not in logs
+        if submission_id == "gb-ingest":
+            assert f"{summary.songs} songs" in logs and "1 errors" in logs, logs[-2000:]
+        if submission_id == "gb-train":
+            assert "epoch 1/1" in logs and "test song accuracy" in logs, logs[-2000:]
+
+    index = fs.cat(f"{ROOT}/index/LATEST").decode().strip()
+    predictions = pd.read_parquet(
+        f"{ROOT}/index/{index}/predictions.parquet", storage_options={"client_kwargs": {"endpoint_url": s3_server.endpoint}}
+    )
+    assert len(predictions) == summary.songs
+    manifest = json.loads(fs.cat(f"{ROOT}/index/{index}/manifest.json"))
+    run = fs.cat(f"{ROOT}/models/LATEST").decode().strip()
+    assert manifest["model_run"] == run
+    metrics = json.loads(fs.cat(f"{ROOT}/models/{run}/metrics.json"))
+    assert metrics["train_config"]["num_workers"] == 2
+
+
+def test_failed_job_exits_non_zero(cluster):
+    result = submit(cluster, "gb-bad", "python", "-m", "pipelines.train", "--root", "s3://gb-cluster-outputs/empty")
+    assert result.returncode != 0
+    status = ray_cli(cluster["env"], "job", "status", "--address", cluster["address"], "gb-bad")
+    assert "Job 'gb-bad' failed" in status.stdout, status.stdout
+    logs = ray_cli(cluster["env"], "job", "logs", "--address", cluster["address"], "gb-bad").stdout
+    assert "no ingest published yet" in logs

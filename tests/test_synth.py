@@ -1,0 +1,224 @@
+"""The synthetic demo catalogue: deterministic plans and audio, real MP3s, distinct genres."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from mutagen.id3 import ID3
+
+from genre_batch import synth
+from genre_batch.synth import GENRES, STYLES, SynthSong, plan_catalogue, render_song, write_catalogue
+
+TINY_SONGS = 7  # one genre gets two songs, so round-robin and artist rotation both show
+TINY_SEED = 11
+
+
+@pytest.fixture(scope="module")
+def tiny_catalogue(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, synth.CatalogueSummary]:
+    root = tmp_path_factory.mktemp("catalogue")
+    summary = write_catalogue(root, TINY_SONGS, seed=TINY_SEED, min_duration_s=20.0, max_duration_s=22.0, processes=2)
+    return root, summary
+
+
+def short_song(genre: str, index: int = 0, duration_s: float = 20.0) -> SynthSong:
+    """A planned song of ``genre``, made short, mono and 22.05 kHz so tests stay fast."""
+    songs = [song for song in plan_catalogue(len(GENRES) * (index + 1), seed=5) if song.genre == genre]
+    return dataclasses.replace(songs[index], duration_s=duration_s, sample_rate=22_050, channels=1)
+
+
+# --- plan -------------------------------------------------------------------------------
+
+
+def test_genres_are_many_and_filesystem_safe() -> None:
+    assert len(GENRES) >= 6
+    for genre in GENRES:
+        assert genre == genre.lower() and genre.replace("-", "").isalnum()
+        assert len(STYLES[genre].artists) >= 4
+
+
+def test_plan_is_deterministic_balanced_and_varied() -> None:
+    plan = plan_catalogue(48, seed=3)
+
+    assert plan == plan_catalogue(48, seed=3)
+    assert plan != plan_catalogue(48, seed=4)
+    assert set(Counter(song.genre for song in plan).values()) == {48 // len(GENRES)}
+    assert len({song.relative_path for song in plan}) == len(plan)
+    assert {song.sample_rate for song in plan} == {22_050, 44_100}
+    assert {song.channels for song in plan} == {1, 2}
+    for song in plan:
+        assert song.relative_path == f"{song.genre}/{song.artist} - {song.title}.mp3"
+        assert song.artist in STYLES[song.genre].artists
+        assert 20.0 <= song.duration_s <= 60.0
+        low, high = STYLES[song.genre].tempo_bpm
+        assert low <= song.tempo_bpm <= high
+    for genre in GENRES:
+        assert len({song.artist for song in plan if song.genre == genre}) >= 4
+
+
+def test_plan_of_any_size_is_balanced_and_mixes_formats() -> None:
+    for n_songs in (1, 5, 13):
+        plan = plan_catalogue(n_songs, seed=0, min_duration_s=20.0, max_duration_s=21.0)
+        counts = Counter(song.genre for song in plan)
+        assert len(plan) == n_songs
+        assert max(counts.values()) - min(counts.values()) <= 1
+        if n_songs >= 2:
+            assert len({song.sample_rate for song in plan}) == 2
+            assert len({song.channels for song in plan}) == 2
+
+
+def test_songs_by_one_artist_share_a_tempo_centre() -> None:
+    plan = plan_catalogue(120, seed=0)
+    for genre in GENRES:
+        songs = [song for song in plan if song.genre == genre]
+        genre_spread = np.std([song.tempo_bpm for song in songs])
+        artist_spreads = [np.std([song.tempo_bpm for song in songs if song.artist == artist])
+                          for artist in {song.artist for song in songs}]
+        assert np.mean(artist_spreads) < genre_spread
+
+
+def test_plan_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        plan_catalogue(0)
+    with pytest.raises(ValueError):
+        plan_catalogue(10, min_duration_s=30.0, max_duration_s=20.0)
+
+
+# --- render -----------------------------------------------------------------------------
+
+
+def test_render_is_deterministic_and_well_formed() -> None:
+    song = dataclasses.replace(plan_catalogue(6, seed=2)[3], duration_s=8.0, channels=2, sample_rate=44_100)
+
+    audio = render_song(song)
+
+    assert audio.dtype == np.float32
+    assert audio.shape == (round(8.0 * 44_100), 2)
+    assert np.array_equal(audio, render_song(song))
+    assert 0.5 < np.abs(audio).max() <= 0.95
+    assert not np.array_equal(audio, render_song(dataclasses.replace(song, seed=song.seed + 1)))
+
+
+def test_render_mono_has_one_dimension() -> None:
+    audio = render_song(short_song("drift-ambient", duration_s=5.0))
+    assert audio.shape == (5 * 22_050,)
+    assert np.isfinite(audio).all()
+
+
+def test_karplus_strong_sounds_at_the_requested_pitch() -> None:
+    sample_rate, hz = 22_050, 196.0
+    string = synth.karplus_strong(hz, sample_rate, sample_rate, np.random.default_rng(0))
+
+    spectrum = np.abs(np.fft.rfft(string * np.hanning(string.size)))
+    peak_hz = np.argmax(spectrum) * sample_rate / string.size
+
+    assert abs(peak_hz - hz) / hz < 0.03
+    assert np.abs(string[-2000:]).max() < np.abs(string[:2000]).max()  # it decays
+
+
+def spectral_centroid_hz(audio: np.ndarray, sample_rate: int) -> float:
+    frames = _frames(audio)
+    power = np.abs(np.fft.rfft(frames * np.hanning(frames.shape[1]), axis=1)) ** 2
+    freqs = np.fft.rfftfreq(frames.shape[1], 1.0 / sample_rate)
+    return float(np.sum(power * freqs) / np.sum(power))
+
+
+def onsets_per_second(audio: np.ndarray, sample_rate: int, hop: int = 512) -> float:
+    """Peaks of positive spectral flux that stand out from their neighbourhood."""
+    frames = _frames(audio, hop=hop)
+    log_power = np.log1p(100 * np.abs(np.fft.rfft(frames * np.hanning(frames.shape[1]), axis=1)))
+    flux = np.maximum(np.diff(log_power, axis=0), 0.0).sum(axis=1)
+    local_mean = np.convolve(flux, np.ones(16) / 16, mode="same")
+    is_peak = (flux[1:-1] > flux[:-2]) & (flux[1:-1] >= flux[2:]) & (flux[1:-1] > 1.5 * local_mean[1:-1] + 1e-9)
+    return float(is_peak.sum() / (audio.shape[0] / sample_rate))
+
+
+def _frames(audio: np.ndarray, size: int = 1024, hop: int = 512) -> np.ndarray:
+    starts = np.arange(0, audio.shape[0] - size, hop)
+    return audio[starts[:, None] + np.arange(size)[None, :]]
+
+
+def test_genres_sound_different() -> None:
+    """Ambient pads are duller and sparser than distorted metal and four-on-the-floor techno."""
+
+    def mean_stat(genre: str, stat) -> float:
+        return float(np.mean([stat(render_song(short_song(genre, index)), 22_050) for index in range(2)]))
+
+    ambient_centroid = mean_stat("drift-ambient", spectral_centroid_hz)
+    metal_centroid = mean_stat("lava-metal", spectral_centroid_hz)
+    ambient_onsets = mean_stat("drift-ambient", onsets_per_second)
+    techno_onsets = mean_stat("neon-techno", onsets_per_second)
+
+    assert metal_centroid > 1.3 * ambient_centroid
+    assert techno_onsets > 2.0 * ambient_onsets
+
+
+# --- writing ----------------------------------------------------------------------------
+
+
+def test_catalogue_files_decode_with_the_planned_format(tiny_catalogue: tuple[Path, synth.CatalogueSummary]) -> None:
+    root, summary = tiny_catalogue
+    plan = plan_catalogue(TINY_SONGS, seed=TINY_SEED, min_duration_s=20.0, max_duration_s=22.0)
+
+    assert summary.songs == TINY_SONGS
+    assert summary.root == str(root.resolve())
+    for song in plan:
+        info = sf.info(root / song.relative_path)
+        assert info.samplerate == song.sample_rate
+        assert info.channels == song.channels
+        assert abs(info.duration - song.duration_s) <= 0.5
+
+
+def test_catalogue_tags_name_title_artist_and_genre(tiny_catalogue: tuple[Path, synth.CatalogueSummary]) -> None:
+    root, _ = tiny_catalogue
+    for song in plan_catalogue(TINY_SONGS, seed=TINY_SEED, min_duration_s=20.0, max_duration_s=22.0):
+        tags = ID3(root / song.relative_path)
+        assert str(tags["TCON"]) == song.genre
+        assert str(tags["TPE1"]) == song.artist
+        assert str(tags["TIT2"]) == song.title
+
+
+def test_labels_csv_lists_every_song_and_nothing_else(tiny_catalogue: tuple[Path, synth.CatalogueSummary]) -> None:
+    root, summary = tiny_catalogue
+    with open(summary.labels_csv, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+
+    assert reader.fieldnames == ["path", "genre", "artist"]
+    mp3s_on_disk = {path.relative_to(root).as_posix() for path in root.rglob("*.mp3")}
+    assert {row["path"] for row in rows} | set(summary.broken_files) == mp3s_on_disk
+    for row in rows:
+        assert row["path"].startswith(row["genre"] + "/")
+        assert row["artist"] in STYLES[row["genre"]].artists
+    assert summary.genres == tuple(genre for genre in GENRES if any(row["genre"] == genre for row in rows))
+
+
+def test_broken_file_is_present_unlisted_and_undecodable(tiny_catalogue: tuple[Path, synth.CatalogueSummary]) -> None:
+    root, summary = tiny_catalogue
+
+    assert summary.broken_files == (f"{GENRES[0]}/{synth.BROKEN_FILE_NAME}",)
+    broken = root / summary.broken_files[0]
+    assert broken.read_bytes().startswith(b"ID3")
+    with pytest.raises(RuntimeError):  # soundfile.LibsndfileError
+        sf.read(broken)
+    assert summary.broken_files[0] not in Path(summary.labels_csv).read_text(encoding="utf-8")
+
+
+def test_rewriting_a_catalogue_gives_the_same_files(tmp_path: Path) -> None:
+    first = write_catalogue(tmp_path, 2, seed=1, min_duration_s=20.0, max_duration_s=20.0, processes=1,
+                            with_broken_file=False)
+    audio_before = {path: sf.read(path)[0] for path in sorted(tmp_path.rglob("*.mp3"))}
+
+    second = write_catalogue(tmp_path, 2, seed=1, min_duration_s=20.0, max_duration_s=20.0, processes=1,
+                             with_broken_file=False)
+
+    assert first == second and first.broken_files == ()
+    assert sorted(audio_before) == sorted(tmp_path.rglob("*.mp3"))
+    for path, audio in audio_before.items():
+        assert np.array_equal(sf.read(path)[0], audio)
+    assert not list(tmp_path.rglob("*.partial"))
