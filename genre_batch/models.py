@@ -10,12 +10,12 @@ inference share it, so a model never sees differently scaled input in the two.
     stem      conv k x k, stride ``stem_stride`` -> BN -> ReLU        (256x256 -> 64x64 at stride 4)
     blocks    per channel count c: [conv3x3 -> BN -> ReLU] x 2 -> maxpool 2   (64 -> 4 after 4 blocks)
     pool      mean over frequency, then [mean over time ; max over time]    -> 2 * channels[-1]
-    embedding Linear -> ReLU                                                -> ``embedding_dim``
-    head      Dropout -> Linear                                             -> n_classes logits
+    embedding Linear                                                        -> ``embedding_dim``
+    head      ReLU -> Dropout -> Linear                                     -> n_classes logits
 
-The embedding is the penultimate layer *after* its ReLU (so it is non-negative); it is what
-song-similarity search indexes. Dropout sits between the embedding and the head, so
-``embed`` is deterministic in eval mode.
+The embedding is the penultimate layer's output *before* its ReLU (signed, so cosine
+similarities spread over [-1, 1]); it is what song-similarity search indexes. Dropout sits
+between the embedding and the head, so ``embed`` is deterministic in eval mode.
 """
 
 from __future__ import annotations
@@ -110,8 +110,13 @@ class GenreCNN(nn.Module):
             )
             in_channels = out_channels
         self.blocks = nn.Sequential(*blocks)
-        self.embedding = nn.Sequential(nn.Linear(2 * in_channels, config.embedding_dim), nn.ReLU(inplace=True))
-        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.embedding_dim, n_classes))
+        # The embedding is the 128-d layer's output *before* its activation: signed vectors
+        # spread over the whole sphere, so cosine similarities between songs are informative
+        # (after a ReLU they are non-negative and every pair scores close to 1).
+        self.embedding = nn.Linear(2 * in_channels, config.embedding_dim)
+        self.head = nn.Sequential(
+            nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(config.embedding_dim, n_classes)
+        )
 
     def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(logits [B, n_classes], embedding [B, embedding_dim])`` from one pass."""
@@ -126,7 +131,7 @@ class GenreCNN(nn.Module):
         return self.forward_with_embedding(x)[0]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Embedding ``[B, embedding_dim]``: the penultimate layer after its ReLU."""
+        """Embedding ``[B, embedding_dim]``: the penultimate (128-d) layer, before its ReLU."""
         return self.forward_with_embedding(x)[1]
 
 
