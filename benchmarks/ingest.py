@@ -118,7 +118,7 @@ class Measurement:
     audio_s: float
     wall_s: float
     cores: int
-    cpu_s: float | None = None  # CPU seconds of this process (+ reaped children), None if unknown
+    cpu_s: float | None = None  # CPU seconds of this process, its reaped children and its live descendants
     peak_rss_mib: float | None = None  # peak sum of RSS over this process and its descendants
     load_before: float | None = None
     load_after: float | None = None
@@ -171,6 +171,21 @@ def _tree_rss_bytes(root_pid: int) -> int:
     return total
 
 
+def _tree_cpu_s(root_pid: int) -> float:
+    """CPU seconds (user + system) of the live descendants of root_pid, root excluded (os.times has it)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in _descendants(root_pid)[1:]:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / ticks
+
+
 class RssSampler:
     """Peak summed RSS of this process tree, sampled every ``interval`` s in a thread.
 
@@ -203,16 +218,19 @@ class RssSampler:
 
 def measure(step: str, songs: int, audio_s: float, cores: int, body: Callable[[], dict[str, Any] | None],
             sample_rss: bool = True) -> Measurement:
-    """Run ``body`` once, timing wall (perf_counter) and CPU (os.times, self + reaped children)."""
+    """Run ``body`` once, timing wall (perf_counter) and CPU (os.times: self + reaped children;
+    /proc: live descendants such as Ray's raylet and workers, whose CPU a step may add to)."""
     load_before = os.getloadavg()[0]
+    tree_before = _tree_cpu_s(os.getpid()) if sys.platform == "linux" else 0.0
     cpu_before = os.times()
     with RssSampler() if sample_rss else _no_sampler() as sampler:
         started = time.perf_counter()
         notes = body() or {}
         wall = time.perf_counter() - started
     cpu_after = os.times()
-    cpu = sum(getattr(cpu_after, k) - getattr(cpu_before, k)
-              for k in ("user", "system", "children_user", "children_system"))
+    tree_after = _tree_cpu_s(os.getpid()) if sys.platform == "linux" else 0.0
+    cpu = tree_after - tree_before + sum(getattr(cpu_after, k) - getattr(cpu_before, k)
+                                         for k in ("user", "system", "children_user", "children_system"))
     result = Measurement(
         step=step, songs=songs, audio_s=audio_s, wall_s=wall, cores=cores, cpu_s=cpu,
         peak_rss_mib=(sampler.peak / 2**20) if sampler is not None and sampler.peak else None,
@@ -500,13 +518,14 @@ def cold_worker_probe(catalogue: str, scratch: Path) -> dict[str, dict[str, floa
 
 def table(rows: Sequence[Measurement]) -> str:
     header = ("step", "songs", "audio s", "wall s", "songs/s", "x RT", "cores", "x RT/core", "CPU s",
-              "peak RSS MiB", "load 1m before/after")
+              "x RT/CPU-s", "peak RSS MiB", "load 1m before/after")
     lines = [header]
     for m in rows:
         lines.append((
             m.step, str(m.songs), f"{m.audio_s:.0f}", f"{m.wall_s:.2f}", f"{m.songs_per_s:.2f}",
             f"{m.x_realtime:.0f}", str(m.cores), f"{m.x_realtime_per_core:.0f}",
             "-" if m.cpu_s is None else f"{m.cpu_s:.1f}",
+            "-" if not m.cpu_s or not m.audio_s else f"{m.audio_s / m.cpu_s:.0f}",
             "-" if m.peak_rss_mib is None else f"{m.peak_rss_mib:.0f}",
             "-" if m.load_before is None else f"{m.load_before:.1f} / {m.load_after:.1f}",
         ))

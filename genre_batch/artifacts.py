@@ -22,8 +22,9 @@ class IngestVersion:
 
     @property
     def tile_uris(self) -> list[str]:
-        base = self.layout.ingest_dir(self.version)
-        return [join(base, name) for name in self.manifest["files"]["tiles"]]
+        """Tile shards of this version; paths are relative to the ingest area because an
+        incremental version keeps using the unchanged shards of earlier ones."""
+        return [join(self.layout.ingest_area, name) for name in self.manifest["files"]["tiles"]]
 
     @property
     def songs_uri(self) -> str:

@@ -125,8 +125,14 @@ def tiles_table(outcomes: Sequence[FileOutcome], features: FeatureConfig) -> pa.
     return pa.Table.from_pydict(columns, schema=schema)
 
 
-def write_tile_shard(outcomes: Sequence[FileOutcome], tiles_dir_uri: str, features: FeatureConfig) -> str | None:
-    """Write the tiles of these songs as one Parquet shard; returns its file name (or None)."""
+def write_tile_shard(
+    outcomes: Sequence[FileOutcome], tiles_dir_uri: str, features: FeatureConfig, shard_prefix: str = ""
+) -> str | None:
+    """Write the tiles of these songs as one Parquet shard; returns its file name (or None).
+
+    Each song row's ``tiles_file`` becomes ``shard_prefix + name``: the caller's prefix makes it
+    relative to the ingest area, so a later version can keep referring to the same shard.
+    """
     table = tiles_table(outcomes, features)
     if table.num_rows == 0:
         return None
@@ -139,7 +145,7 @@ def write_tile_shard(outcomes: Sequence[FileOutcome], tiles_dir_uri: str, featur
     logger.debug("wrote %s (%d tiles) in %.2fs", name, table.num_rows, time.perf_counter() - started)
     for outcome in outcomes:
         if outcome.song is not None:
-            outcome.song["tiles_file"] = f"tiles/{name}"
+            outcome.song["tiles_file"] = f"{shard_prefix}{name}"
     return name
 
 

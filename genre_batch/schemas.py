@@ -56,7 +56,7 @@ SONGS = pa.schema(
         _field("label_source", pa.string(), "Where the label came from: folder, csv, tags or none.", False),
         _field("split", pa.string(), "train / valid / test: a pure function of the artist, else the song id.", False),
         _field("n_tiles", pa.int32(), "Number of tiles cut from the song.", False),
-        _field("tiles_file", pa.string(), "Tile shard holding this song's tiles, relative to the ingest version.", False),
+        _field("tiles_file", pa.string(), "Tile shard holding this song's tiles, relative to `<root>/ingest/` (it may belong to an earlier version).", False),
     ]
 )
 

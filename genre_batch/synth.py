@@ -346,7 +346,7 @@ SONG_BORROW_CHANCE = 0.2
 LOFI_CHANCE = 0.15
 # Crossover patterns keep their own tempo, inside the genre's range but next to a neighbour:
 # industrial metal sits just above techno, disco funk just below it.
-PATTERN_TEMPO_BPM = {"industrial": (138.0, 150.0), "disco": (110.0, 118.0)}
+PATTERN_TEMPO_BPM = {"industrial": (140.0, 150.0), "disco": (110.0, 118.0)}
 
 
 def artist_profile(genre: str, artist: str) -> ArtistProfile:

@@ -29,7 +29,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address:
         # On a cluster the job's runtime env (cluster/runtime_env.yaml) and the image set
-        # the environment; a runtime_env here would replace the job's working_dir.
+        # the environment; Ray refuses to merge a driver runtime_env that sets the same
+        # env var as the job's ("Failed to merge the Job's runtime env"), so pass none.
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env_vars}, **kwargs)

@@ -92,18 +92,25 @@ def predict_songs(
     dataset = ray.data.read_parquet(paths, filesystem=fs, columns=["song_id", "tile", "label", "split"])
     if splits is not None:
         dataset = dataset.filter(expr=col("split").is_in(list(splits)))
-    gpus = cluster_gpus() if use_gpu else 0
-    # Leave one CPU to the read tasks: an actor pool that takes every CPU starves them and
-    # the job hangs silently (seen with Ray 2.60 on 2 cores).
-    actors = gpus if gpus else max(1, cluster_cpus() - 1)
+    if use_gpu:
+        # One actor per GPU; with none up yet the pending GPU actor is what makes an
+        # autoscaling cluster start a GPU node, so never fall back to CPU silently.
+        gpus = cluster_gpus()
+        if gpus == 0:
+            logger.warning("--gpu: no GPU in the cluster yet; waiting for the autoscaler to add one")
+        actors = max(1, gpus)
+    else:
+        # Leave one CPU to the read tasks: an actor pool that takes every CPU starves them
+        # and the job hangs silently (seen with Ray 2.60 on 2 cores).
+        actors = max(1, cluster_cpus() - 1)
     outputs = dataset.map_batches(
         TileModel,
-        fn_constructor_kwargs={"model_uri": model_uri, "features": features.to_dict(), "use_gpu": bool(gpus)},
+        fn_constructor_kwargs={"model_uri": model_uri, "features": features.to_dict(), "use_gpu": use_gpu},
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
-        num_gpus=1 if gpus else 0,
-        num_cpus=0 if gpus else 1,
+        num_gpus=1 if use_gpu else 0,
+        num_cpus=0 if use_gpu else 1,
     )
     pooled = outputs.groupby("song_id").map_groups(pool_group, batch_format="numpy")
     frame = pooled.to_pandas()

@@ -67,6 +67,7 @@ def ingest_batch(
     batch: pd.DataFrame,
     *,
     tiles_dir: str,
+    shard_prefix: str,
     features: dict[str, Any],
     splits: dict[str, Any],
     labels_from_tags: bool,
@@ -87,7 +88,7 @@ def ingest_batch(
         except Exception as exc:  # one bad file must not drop the whole block (Ray's unit of failure)
             logger.exception("unexpected failure on %s", file.uri)
             outcomes.append(FileOutcome(error=error_row(file, "featurise", exc, None)))
-    write_tile_shard(outcomes, tiles_dir, feature_config)  # storage errors propagate: they fail the job
+    write_tile_shard(outcomes, tiles_dir, feature_config, shard_prefix)  # storage errors propagate: they fail the job
     return pd.DataFrame(
         {
             "kind": ["song" if o.song is not None else "error" for o in outcomes],
@@ -98,7 +99,8 @@ def ingest_batch(
 
 def run_files(
     files: list[CatalogueFile],
-    tiles_dir: str,
+    layout: RootLayout,
+    version: str,
     features: FeatureConfig,
     splits: SplitConfig,
     labels_from_tags: bool,
@@ -118,7 +120,8 @@ def run_files(
         batch_size=None,
         batch_format="pandas",
         fn_kwargs={
-            "tiles_dir": tiles_dir,
+            "tiles_dir": layout.tiles_dir(version),
+            "shard_prefix": f"{version}/tiles/",
             "features": features.to_dict(),
             "splits": vars(splits),
             "labels_from_tags": labels_from_tags,
@@ -150,7 +153,7 @@ def run_ingest(
     logger.info("ingesting %d files from %s into %s", len(files), catalogue, layout.ingest_dir(version))
     ensure_ray(address)
     songs, errors = run_files(
-        files, layout.tiles_dir(version), features, splits, labels == "tags", files_per_task
+        files, layout, version, features, splits, labels == "tags", files_per_task
     )
     metadata = {"feature_config": features.to_dict(), "split_config": vars(splits), "version": version}
     write_rows(songs, schemas.SONGS, layout.songs_table(version), metadata, sort_by="relative_path")

@@ -74,7 +74,7 @@ def test_ingest_tables(ingested):
     assert songs.groupby("artist")["split"].nunique().max() == 1
     assert manifest["counts"]["songs"] == len(songs) and manifest["counts"]["errors"] == 1
 
-    tiles = pd.concat(pd.read_parquet(f"{layout.ingest_dir(version)}/{name}") for name in manifest["files"]["tiles"])
+    tiles = pd.concat(pd.read_parquet(f"{layout.ingest_area}/{name}") for name in manifest["files"]["tiles"])
     assert len(tiles) == songs["n_tiles"].sum() == manifest["counts"]["tiles"]
     per_song = tiles.groupby("song_id").size()
     assert per_song.to_dict() == songs.set_index("song_id")["n_tiles"].to_dict()
@@ -82,7 +82,7 @@ def test_ingest_tables(ingested):
     assert (merged["split"] == merged["split_song"]).all() and (merged["label"] == merged["label_song"]).all()
     config = FeatureConfig.from_dict(manifest["feature_config"])
     assert tiles["tile"].map(len).eq(config.tile_bytes).all()
-    shard = pq.read_schema(f"{layout.ingest_dir(version)}/{manifest['files']['tiles'][0]}")
+    shard = pq.read_schema(f"{layout.ingest_area}/{manifest['files']['tiles'][0]}")
     assert schemas.feature_config_of(shard) == config
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from audio_helpers import dominant_frequency, encode, magnitude_at, sine, write_audio
+from tests.audio_helpers import dominant_frequency, encode, magnitude_at, sine, write_audio
 from genre_batch.decode import decode_audio, is_audio_path, to_mono
 from genre_batch.errors import AudioDecodeError, GenreBatchError
 

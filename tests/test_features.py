@@ -13,7 +13,7 @@ import librosa
 import numpy as np
 import pytest
 
-from audio_helpers import noisy_sine, sine
+from tests.audio_helpers import noisy_sine, sine
 from genre_batch.config import FeatureConfig, ensure_same_features
 from genre_batch.errors import AudioTooShortError, ConfigMismatchError
 from genre_batch.features import (

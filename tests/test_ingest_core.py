@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from audio_helpers import catalogue_file, noisy_sine, tag_mp3, write_audio
+from tests.audio_helpers import catalogue_file, noisy_sine, tag_mp3, write_audio
 from genre_batch import schemas
 from genre_batch.catalogue import CatalogueFile
 from genre_batch.config import FeatureConfig, SplitConfig
@@ -196,7 +196,7 @@ def test_write_tile_shard(tmp_path: Path, stereo_mp3: bytes, mono_wav: bytes) ->
     assert len(songs) == 2 and outcomes[1].error is not None
     tiles_dir = tmp_path / "ingest" / "v1" / "tiles"
 
-    name = write_tile_shard(outcomes, str(tiles_dir), FEATURES)
+    name = write_tile_shard(outcomes, str(tiles_dir), FEATURES, shard_prefix="v1/tiles/")
 
     assert name is not None and name.startswith("part-") and name.endswith(".parquet")
     assert sorted(p.name for p in tiles_dir.iterdir()) == [name]
@@ -221,7 +221,7 @@ def test_write_tile_shard(tmp_path: Path, stereo_mp3: bytes, mono_wav: bytes) ->
         o.song["split"] for o, n in zip(songs, counts) for _ in range(n)  # type: ignore[index]
     ]
     for outcome in songs:
-        assert outcome.song["tiles_file"] == f"tiles/{name}"  # type: ignore[index]
+        assert outcome.song["tiles_file"] == f"v1/tiles/{name}"  # type: ignore[index]
     assert "tiles_file" not in outcomes[1].error  # type: ignore[operator]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from audio_helpers import encode, sine, tag_mp3, write_audio
+from tests.audio_helpers import encode, sine, tag_mp3, write_audio
 from genre_batch.catalogue import list_catalogue, song_id_for
 from genre_batch.errors import LabelError, StorageError
 from genre_batch.labels import LabelRow, Tags, label_from_folder, normalise_label, parse_labels_csv, read_tags
