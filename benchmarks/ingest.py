@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hobby-style", choices=("imsave", "figure"), default="imsave",
                         help="imsave: plt.imsave per tile; figure: figure + imshow + savefig per tile "
                         "(default: imsave, the cheaper of the two)")
+    parser.add_argument("--other-style-songs", type=int, default=40,
+                        help="also time the other hobby style on this many songs (row 3b; 0 = skip; default: 40)")
     parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads per process (default: 1)")
     parser.add_argument("--skip-ray", action="store_true", help="skip (5)")
     parser.add_argument("--investigate", action="store_true",
@@ -379,7 +381,9 @@ def hobby_way(files: Sequence[CatalogueFile], png_dir: Path, style: str) -> dict
     import numpy as np
 
     pngs = 0
+    per_file_s: dict[str, float] = {}
     for index, file in enumerate(files):
+        started = time.perf_counter()
         samples, sr = librosa.load(file.uri, sr=FEATURES.sample_rate)
         mel = librosa.feature.melspectrogram(y=samples, sr=sr, n_fft=FEATURES.n_fft,
                                              hop_length=FEATURES.hop_length, n_mels=FEATURES.n_mels)
@@ -398,7 +402,8 @@ def hobby_way(files: Sequence[CatalogueFile], png_dir: Path, style: str) -> dict
                 figure.savefig(path)
                 plt.close(figure)
             pngs += 1
-    return {"pngs": pngs, "style": style}
+        per_file_s[file.uri] = time.perf_counter() - started
+    return {"pngs": pngs, "style": style, "per_file_s": per_file_s}
 
 
 def warm_up(file: CatalogueFile, scratch: Path) -> dict[str, float]:
@@ -535,16 +540,22 @@ def table(rows: Sequence[Measurement]) -> str:
     return "\n".join(rendered)
 
 
-def format_table(decoded: dict[str, DecodedFile], core_s: dict[str, float]) -> str:
-    """x realtime of (1) and of (2)'s per-file part (read + ingest_file, no shard write), per source format."""
+def format_table(decoded: dict[str, DecodedFile], core_s: dict[str, float], hobby_s: dict[str, float]) -> str:
+    """x realtime per source format of (1), of (2)'s per-file part (read + ingest_file, no shard
+    write) and of (3) (files of its set only), one process each."""
     formats = sorted({d.source_format for d in decoded.values()})
-    lines = ["| source format | files | (1) decode x RT | (2) read+ingest_file x RT | (2)/(1) |", "|---|---|---|---|---|"]
+    lines = ["| source format | files | (1) decode x RT | (2) read+ingest_file x RT | (3) hobby x RT (files) "
+             "| (2)/(1) | (2)/(3) |", "|---|---|---|---|---|---|---|"]
     for name in formats + ["all"]:
         uris = [u for u, d in decoded.items() if name in ("all", d.source_format) and u in core_s]
         audio = sum(decoded[u].duration_s for u in uris)
         decode_x = audio / sum(decoded[u].decode_s for u in uris)
         core_x = audio / sum(core_s[u] for u in uris)
-        lines.append(f"| {name} | {len(uris)} | {decode_x:.0f} | {core_x:.0f} | {core_x / decode_x:.2f} |")
+        hobby = [u for u in uris if u in hobby_s]
+        hobby_x = sum(decoded[u].duration_s for u in hobby) / sum(hobby_s[u] for u in hobby) if hobby else None
+        lines.append(f"| {name} | {len(uris)} | {decode_x:.0f} | {core_x:.0f} | "
+                     + (f"{hobby_x:.0f} ({len(hobby)}) | " if hobby_x else "- | ")
+                     + f"{core_x / decode_x:.2f} | " + (f"{core_x / hobby_x:.2f} |" if hobby_x else "- |"))
     return "\n".join(lines)
 
 
@@ -626,6 +637,14 @@ def main(args: argparse.Namespace) -> int:
                  sum(durations[f.uri] for f in hobby_files), 1,
                  lambda: hobby_way(hobby_files, png_dir, args.hobby_style))
     rows.append(m3)
+    m3b = None
+    if args.other_style_songs:
+        other_style = "figure" if args.hobby_style == "imsave" else "imsave"
+        other_files = files[: args.other_style_songs]
+        m3b = measure(f"3b hobby way ({other_style} PNG), 1 process", len(other_files),
+                      sum(durations[f.uri] for f in other_files), 1,
+                      lambda: hobby_way(other_files, png_dir, other_style))
+        rows.append(m3b)
 
     m4 = measure(f"4 ingest core, Pool({args.processes})", len(files), total_audio, args.processes,
                  lambda: ingest_core_pool(files, str(work / "pool" / "tiles"), fpt, args.processes))
@@ -650,20 +669,27 @@ def main(args: argparse.Namespace) -> int:
     print()
     print(table(rows))
     print()
-    for m in (m2, m4, m5):
+    for m in (m2, m3, m3b, m4, m5):
         if m is not None:
             print(f"{m.step}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                              for k, v in m.notes.items() if k != "per_file_s"))
     print()
-    print(format_table(decoded, m2.notes["per_file_s"]))
-    ratios = {
+    print("per source format, one process each (per-file sums, shard writes excluded):")
+    print(format_table(decoded, m2.notes["per_file_s"], m3.notes["per_file_s"]))
+    ratios: dict[str, float | None] = {
         "core_vs_hobby": m2.x_realtime_per_core / m3.x_realtime_per_core,
         "core_vs_decode": m2.x_realtime_per_core / m1.x_realtime_per_core,
         "ray_vs_pool": (m5.x_realtime / m4.x_realtime) if m5 else None,
         "ray_incl_init_vs_pool": (m5_init.x_realtime / m4.x_realtime) if m5_init else None,
     }
+    if m3b is not None:
+        ratios["core_vs_hobby_other_style"] = m2.x_realtime_per_core / m3b.x_realtime_per_core
     print()
-    print(verdict("(2)/(3) ingest core vs hobby way, per core", ratios["core_vs_hobby"], TARGETS["core_vs_hobby"]))
+    print(verdict(f"(2)/(3) ingest core vs hobby way ({args.hobby_style}), per core", ratios["core_vs_hobby"],
+                  TARGETS["core_vs_hobby"]))
+    if m3b is not None:
+        print(verdict(f"(2)/(3b) ingest core vs hobby way ({m3b.notes['style']}, {m3b.songs} songs), per core",
+                      ratios["core_vs_hobby_other_style"], TARGETS["core_vs_hobby"]))
     print(verdict("(2)/(1) ingest core vs decode alone, per core", ratios["core_vs_decode"], TARGETS["core_vs_decode"]))
     print(verdict("(5)/(4) Ray Data vs Pool, all cores, without ray.init", ratios["ray_vs_pool"], TARGETS["ray_vs_pool"]))
     print(verdict("(5)/(4) Ray Data vs Pool, all cores, with ray.init", ratios["ray_incl_init_vs_pool"],

@@ -97,7 +97,9 @@ class PublishedIndex:
 
     @cached_property
     def model(self) -> ModelBundle:
-        bundle = load_model_bundle(read_bytes(self.version.manifest["model"]))
+        # By run name within this root, so a copied or moved root keeps working.
+        model_uri = self.version.layout.model_file(self.version.manifest["model_run"])
+        bundle = load_model_bundle(read_bytes(model_uri))
         ensure_same_features(self.version.feature_config, bundle.feature_config, "the index's model")
         return bundle
 

@@ -155,3 +155,25 @@ def catalogue_file_from_record(record: dict[str, Any]) -> CatalogueFile:
 
 def catalogue_record(file: CatalogueFile) -> dict[str, Any]:
     return asdict(file)
+
+
+def rewrite_shard_without(
+    source_uri: str, tiles_dir_uri: str, drop_song_ids: set[str], shard_prefix: str
+) -> tuple[str | None, int]:
+    """Copy a tile shard without the tiles of some songs (removed or replaced ones).
+
+    Returns (the new shard's ``tiles_file`` or None when nothing is left, tiles kept). The
+    old shard is left alone: earlier versions that still reference it stay readable.
+    """
+    import pyarrow.compute as pc
+
+    fs, path = pyarrow_filesystem(source_uri)
+    table = pq.read_table(path, filesystem=fs)
+    kept = table.filter(pc.invert(pc.is_in(table["song_id"], pa.array(sorted(drop_song_ids), pa.string()))))
+    if kept.num_rows == 0:
+        return None, 0
+    name = f"part-{uuid.uuid4().hex[:16]}.parquet"
+    out_fs, out_path = pyarrow_filesystem(join(tiles_dir_uri, name))
+    out_fs.create_dir(out_path.rsplit("/", 1)[0], recursive=True)
+    pq.write_table(kept, out_path, filesystem=out_fs, compression="zstd", row_group_size=256)
+    return f"{shard_prefix}{name}", kept.num_rows

@@ -108,6 +108,27 @@ def predictions_schema(embedding_dim: int = 128) -> pa.Schema:
 
 PREDICTIONS = predictions_schema()
 
+RUNS = pa.schema(
+    [
+        _field("run_id", pa.string(), "Id of the nightly run (also the name of its JSON report).", False),
+        _field("started", pa.string(), "UTC start time, ISO 8601.", False),
+        _field("catalogue", pa.string(), "Catalogue URI that was compared.", False),
+        _field("new", pa.int32(), "Files not seen before, ingested.", False),
+        _field("changed", pa.int32(), "Files whose bytes changed, re-ingested.", False),
+        _field("removed", pa.int32(), "Songs whose file is gone, dropped from the published outputs.", False),
+        _field("failed", pa.int32(), "Files that failed this run, plus earlier failures kept as they were.", False),
+        _field("retried", pa.int32(), "Earlier failures decoded again (changed, or --retry-failed).", False),
+        _field("unchanged", pa.int32(), "Songs kept as they were (nothing decoded).", False),
+        _field("tiles_written", pa.int64(), "Tiles decoded and written this run.", False),
+        _field("ingest_version", pa.string(), "Ingest version published by (or in force after) the run."),
+        _field("model_run", pa.string(), "Model run in force after the run."),
+        _field("index_version", pa.string(), "Index version published by (or in force after) the run."),
+        _field("published", pa.list_(pa.string()), "What the run published: ingest, model, index.", False),
+        _field("retrain", pa.string(), "Outcome of --retrain, or null when not asked."),
+        _field("seconds", pa.map_(pa.string(), pa.float64()), "Wall time per stage.", False),
+    ]
+)
+
 TABLES: Mapping[str, tuple[pa.Schema, str]] = {
     "tiles": (TILES, "`ingest/<version>/tiles/part-*.parquet`: one row per 256x256 tile."),
     "songs": (SONGS, "`ingest/<version>/songs.parquet`: one row per decoded song."),
@@ -116,6 +137,7 @@ TABLES: Mapping[str, tuple[pa.Schema, str]] = {
         PREDICTIONS,
         "`index/<version>/predictions.parquet`: one row per song: embedding, genre, confidence, Annoy item id.",
     ),
+    "runs": (RUNS, "`runs/<run_id>.parquet`: one row per nightly run (read `runs/*.parquet` as one table)."),
 }
 
 

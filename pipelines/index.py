@@ -87,30 +87,45 @@ def _optional(value: Any) -> Any:
     return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
 
-def run_index(
-    root: str, config: IndexConfig = IndexConfig(), use_gpu: bool = False, address: str | None = None
-) -> IndexReport:
-    from pipelines._ray import ensure_ray
+@dataclass
+class ModelInUse:
+    """The published model an index is built with, checked against the tiles it will see."""
+
+    run: str
+    uri: str
+    bundle: Any  # genre_batch.checkpoint.ModelBundle
+
+    @classmethod
+    def published(cls, layout: RootLayout, ingest: Any) -> "ModelInUse":
+        run = published_model_run(layout.root)
+        uri = layout.model_file(run)
+        bundle = load_model_bundle(read_bytes(uri))
+        # The model must have been trained on tiles made exactly like these.
+        ensure_same_features(bundle.feature_config, ingest.feature_config, f"ingest {ingest.version}")
+        return cls(run, uri, bundle)
+
+
+def embed_songs(ingest: Any, model: ModelInUse, tile_uris: list[str], config: IndexConfig, use_gpu: bool) -> pd.DataFrame:
+    """Pooled per-song outputs (song_id, n_tiles, tiles_correct, probs, embedding) of these shards."""
     from pipelines.inference import predict_songs
 
-    started = time.perf_counter()
-    check_writable(root)
-    layout = RootLayout(root)
-    ingest = published_ingest(root)
-    run = published_model_run(root)
-    model_uri = layout.model_file(run)
-    bundle = load_model_bundle(read_bytes(model_uri))
-    # The model must have been trained on tiles made exactly like these.
-    ensure_same_features(bundle.feature_config, ingest.feature_config, f"ingest {ingest.version}")
-    labels = list(bundle.labels)
-    songs = read_frame(ingest.songs_uri)
-    ensure_ray(address)
-    pooled = predict_songs(
-        ingest.tile_uris, model_uri, ingest.feature_config, use_gpu=use_gpu, batch_size=config.batch_size
-    )
+    return predict_songs(tile_uris, model.uri, ingest.feature_config, use_gpu=use_gpu, batch_size=config.batch_size)
+
+
+def publish_index(
+    layout: RootLayout,
+    ingest: Any,
+    model: ModelInUse,
+    pooled: pd.DataFrame,
+    songs: pd.DataFrame,
+    config: IndexConfig,
+    started: float,
+) -> IndexReport:
+    """Decide genres, write predictions + Annoy under a new version, then move index/LATEST."""
+    labels = list(model.bundle.labels)
     frame = add_predicted(
         pooled.merge(songs[["song_id", "path", "label", "split", "artist"]], on="song_id", how="inner"), labels
-    )
+    ).sort_values("song_id", kind="stable").reset_index(drop=True)
     valid = frame[(frame["split"] == "valid") & frame["label"].isin(labels)]
     threshold = choose_threshold(
         valid["confidence"].to_numpy(float),
@@ -123,12 +138,12 @@ def run_index(
     metadata = {
         "feature_config": ingest.feature_config.to_dict(),
         "labels": labels,
-        "model_run": run,
+        "model_run": model.run,
         "ingest_version": ingest.version,
         "threshold": threshold.threshold,
         "version": version,
     }
-    write_rows(rows, schemas.predictions_schema(bundle.model_config.embedding_dim),
+    write_rows(rows, schemas.predictions_schema(model.bundle.model_config.embedding_dim),
                layout.predictions_table(version), metadata)
     vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32)
     song_ids = [row["song_id"] for row in rows]
@@ -148,12 +163,12 @@ def run_index(
     manifest = {
         "kind": "index",
         "version": version,
-        "model_run": run,
-        "model": model_uri,
+        "model_run": model.run,
+        "model": model.uri,
         "ingest_version": ingest.version,
         "labels": labels,
         "feature_config": ingest.feature_config.to_dict(),
-        "model_config": bundle.model_config.to_dict(),
+        "model_config": model.bundle.model_config.to_dict(),
         "embedding_dim": int(vectors.shape[1]),
         "metric": "angular",
         "n_trees": config.n_trees,
@@ -169,9 +184,25 @@ def run_index(
         songs=len(rows),
         unknown=sum(1 for row in rows if row["genre"] == UNKNOWN),
         threshold=threshold.threshold,
-        model_run=run,
+        model_run=model.run,
         seconds=time.perf_counter() - started,
     )
+
+
+def run_index(
+    root: str, config: IndexConfig = IndexConfig(), use_gpu: bool = False, address: str | None = None
+) -> IndexReport:
+    from pipelines._ray import ensure_ray
+
+    started = time.perf_counter()
+    check_writable(root)
+    layout = RootLayout(root)
+    ingest = published_ingest(root)
+    model = ModelInUse.published(layout, ingest)
+    songs = read_frame(ingest.songs_uri)
+    ensure_ray(address)
+    pooled = embed_songs(ingest, model, ingest.tile_uris, config, use_gpu)
+    return publish_index(layout, ingest, model, pooled, songs, config, started)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -223,6 +223,7 @@ def run_train(
     train_config: TrainConfig = TrainConfig(),
     run: str | None = None,
     address: str | None = None,
+    publish_model: bool = True,
 ) -> TrainReport:
     import ray.train
     from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
@@ -299,7 +300,8 @@ def run_train(
         }
     )
     write_json(layout.model_metrics(run), metrics)
-    publish(layout.models_area, run)
+    if publish_model:
+        publish(layout.models_area, run)
     return TrainReport(
         run=run,
         model_uri=model_uri,

@@ -114,10 +114,13 @@ def test_karplus_strong_sounds_at_the_requested_pitch() -> None:
     sample_rate, hz = 22_050, 196.0
     string = synth.karplus_strong(hz, sample_rate, sample_rate, np.random.default_rng(0))
 
-    spectrum = np.abs(np.fft.rfft(string * np.hanning(string.size)))
-    peak_hz = np.argmax(spectrum) * sample_rate / string.size
+    # The lag between 2 and 8 ms at which the string best matches itself is its period.
+    lags = np.arange(sample_rate // 500, sample_rate // 125)
+    window = string[:4096]
+    similarity = [np.dot(window, string[lag : lag + window.size]) for lag in lags]
+    period = lags[np.argmax(similarity)]
 
-    assert abs(peak_hz - hz) / hz < 0.03
+    assert abs(sample_rate / period - hz) / hz < 0.03
     assert np.abs(string[-2000:]).max() < np.abs(string[:2000]).max()  # it decays
 
 
@@ -210,11 +213,11 @@ def test_broken_file_is_present_unlisted_and_undecodable(tiny_catalogue: tuple[P
 
 
 def test_rewriting_a_catalogue_gives_the_same_files(tmp_path: Path) -> None:
-    first = write_catalogue(tmp_path, 2, seed=1, min_duration_s=20.0, max_duration_s=20.0, processes=1,
+    first = write_catalogue(tmp_path, 1, seed=1, min_duration_s=20.0, max_duration_s=20.0, processes=1,
                             with_broken_file=False)
     audio_before = {path: sf.read(path)[0] for path in sorted(tmp_path.rglob("*.mp3"))}
 
-    second = write_catalogue(tmp_path, 2, seed=1, min_duration_s=20.0, max_duration_s=20.0, processes=1,
+    second = write_catalogue(tmp_path, 1, seed=1, min_duration_s=20.0, max_duration_s=20.0, processes=1,
                              with_broken_file=False)
 
     assert first == second and first.broken_files == ()

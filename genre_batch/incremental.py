@@ -1,0 +1,83 @@
+"""What changed in a catalogue since the last ingest: pure bookkeeping for the nightly job.
+
+A file is *unchanged* when its size and modification time (or ETag) match the songs table;
+when they differ its content hash decides, so a file that was merely touched or copied is
+not decoded again. Files that failed before are retried only when they changed, or when
+asked to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from genre_batch.catalogue import CatalogueFile
+
+
+@dataclass
+class CatalogueDiff:
+    new: list[CatalogueFile] = field(default_factory=list)
+    changed: list[CatalogueFile] = field(default_factory=list)
+    retried: list[CatalogueFile] = field(default_factory=list)  # failed before, decoded again
+    removed: list[str] = field(default_factory=list)  # song ids no longer in the catalogue
+    unchanged: list[str] = field(default_factory=list)  # song ids kept as they are
+    touched: dict[str, str] = field(default_factory=dict)  # song id -> new mtime (same bytes)
+    still_failed: list[str] = field(default_factory=list)  # relative paths whose error row is kept
+
+    @property
+    def to_ingest(self) -> list[CatalogueFile]:
+        return self.new + self.changed + self.retried
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.new or self.changed or self.retried or self.removed or self.touched)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "new": len(self.new),
+            "changed": len(self.changed),
+            "retried": len(self.retried),
+            "removed": len(self.removed),
+            "unchanged": len(self.unchanged),
+            "failed_kept": len(self.still_failed),
+        }
+
+
+def diff_catalogue(
+    listing: Sequence[CatalogueFile],
+    songs: pd.DataFrame,
+    errors: pd.DataFrame,
+    content_hash: Callable[[CatalogueFile], str],
+    retry_failed: bool = False,
+) -> CatalogueDiff:
+    """Compare a fresh listing with the published songs and errors tables.
+
+    ``content_hash`` is called only for files whose size or mtime changed.
+    """
+    diff = CatalogueDiff()
+    known = {row.relative_path: row for row in songs.itertuples(index=False)}
+    failed = {row.relative_path: row for row in errors.itertuples(index=False)}
+    listed = set()
+    for file in listing:
+        listed.add(file.relative_path)
+        song = known.get(file.relative_path)
+        if song is not None:
+            if song.size_bytes == file.size_bytes and song.mtime == file.mtime:
+                diff.unchanged.append(song.song_id)
+            elif content_hash(file) == song.content_hash:
+                diff.unchanged.append(song.song_id)
+                diff.touched[song.song_id] = file.mtime
+            else:
+                diff.changed.append(file)
+            continue
+        error = failed.get(file.relative_path)
+        if error is not None and not retry_failed and error.size_bytes == file.size_bytes and error.mtime == file.mtime:
+            diff.still_failed.append(file.relative_path)
+        elif error is not None:
+            diff.retried.append(file)
+        else:
+            diff.new.append(file)
+    diff.removed = [row.song_id for row in songs.itertuples(index=False) if row.relative_path not in listed]
+    return diff

@@ -1,0 +1,171 @@
+"""Nightly re-indexing: idempotent, incremental, atomic, and readers unaffected by a publish."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import duckdb
+import pandas as pd
+import pytest
+import soundfile
+
+import pipelines.index
+from genre_batch.answers import PublishedIndex
+from genre_batch.cli import main
+from genre_batch.layout import RootLayout
+from genre_batch.storage import latest_version, read_json
+from genre_batch.synth import plan_catalogue, render_song, write_catalogue
+from pipelines.nightly import run_nightly
+
+pytestmark = pytest.mark.slow
+
+
+def add_songs(catalogue, n: int, seed: int) -> list[str]:
+    """Write n new songs into the catalogue; returns their relative paths."""
+    written = []
+    for song in plan_catalogue(n, seed=seed, min_duration_s=12.0, max_duration_s=13.0):
+        song = dataclasses.replace(song, relative_path=song.relative_path.replace(".mp3", f" (s{seed}).mp3"))
+        path = catalogue / song.relative_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(path, render_song(song), song.sample_rate, format="MP3")
+        written.append(song.relative_path)
+    return written
+
+
+def pointers(root: str) -> tuple[str, str]:
+    layout = RootLayout(root)
+    return latest_version(layout.ingest_area, "ingest"), latest_version(layout.index_area, "index")
+
+
+def songs_table(root: str) -> pd.DataFrame:
+    layout = RootLayout(root)
+    return pd.read_parquet(layout.songs_table(latest_version(layout.ingest_area, "ingest")))
+
+
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory, ray_local):
+    base = tmp_path_factory.mktemp("nightly")
+    catalogue, root = base / "catalogue", str(base / "root")
+    write_catalogue(catalogue, n_songs=14, seed=21, min_duration_s=12.0, max_duration_s=13.0)
+    assert main(["ingest", "--catalogue", str(catalogue), "--root", root, "--files-per-task", "4"]) == 0
+    assert main(["train", "--root", root, "--epochs", "1", "--batch-size", "16"]) == 0
+    assert main(["index", "--root", root, "--n-trees", "5"]) == 0
+    return {"catalogue": catalogue, "root": root}
+
+
+def test_no_change_decodes_and_publishes_nothing(grown):
+    before = pointers(grown["root"])
+    report = run_nightly(str(grown["catalogue"]), grown["root"])
+    assert report.published == [] and report.tiles_written == 0
+    assert report.counts["new"] == report.counts["changed"] == report.counts["removed"] == 0
+    assert report.counts["unchanged"] == 14 and report.counts["failed"] == 1  # the broken file, kept
+    assert pointers(grown["root"]) == before
+    assert "ingest" not in report.seconds  # nothing was decoded
+
+
+def test_incremental_add_remove_replace(grown, capsys):
+    root, catalogue = grown["root"], grown["catalogue"]
+    reader = PublishedIndex(root)  # loaded before the publish: must keep answering after it
+    old_index = reader.version.version
+    some_song = reader.predictions.iloc[0].song_id
+    assert reader.similar_to_song(some_song, 3)
+
+    added = add_songs(catalogue, 3, seed=77)
+    report = run_nightly(str(catalogue), root)
+    assert report.counts["new"] == 3 and report.counts["changed"] == 0
+    songs = songs_table(root)
+    new_rows = songs[songs["relative_path"].isin(added)]
+    assert len(new_rows) == 3 and report.tiles_written == new_rows["n_tiles"].sum()
+    assert set(report.published) == {"ingest", "index"}
+    index = PublishedIndex(root)
+    assert len(index.predictions) == 17 and set(new_rows["song_id"]) <= set(index.predictions["song_id"])
+    # The reader that mapped the previous version still answers from it.
+    assert reader.version.version == old_index and len(reader.similar_to_song(some_song, 3)) == 3
+
+    # Remove one song: gone from the index and from every `similar` answer.
+    victim = songs.iloc[1]
+    (catalogue / victim.relative_path).unlink()
+    report = run_nightly(str(catalogue), root)
+    assert report.counts["removed"] == 1 and report.tiles_written == 0
+    index = PublishedIndex(root)
+    assert victim.song_id not in set(index.predictions["song_id"])
+    for song_id in index.predictions["song_id"]:
+        assert victim.song_id not in [n.song_id for n in index.similar_to_song(song_id, 10)]
+
+    # Replace one song's file with other audio: re-ingested, same id, new hash and tiles.
+    target = songs.iloc[2]
+    other = plan_catalogue(1, seed=123, min_duration_s=12.5, max_duration_s=12.6)[0]
+    soundfile.write(catalogue / target.relative_path, render_song(other), other.sample_rate, format="MP3")
+    report = run_nightly(str(catalogue), root)
+    assert report.counts["changed"] == 1 and report.counts["new"] == 0
+    after = songs_table(root).set_index("song_id").loc[target.song_id]
+    assert after.content_hash != target.content_hash and after.tiles_file != target.tiles_file
+    assert report.tiles_written == after.n_tiles
+
+
+def test_touching_a_file_decodes_nothing(grown):
+    songs = songs_table(grown["root"])
+    path = grown["catalogue"] / songs.iloc[0].relative_path
+    path.write_bytes(path.read_bytes())  # same bytes, new mtime
+    report = run_nightly(str(grown["catalogue"]), grown["root"])
+    assert report.tiles_written == 0 and report.counts["changed"] == 0
+    assert "index" not in report.published  # nothing the index holds changed
+
+
+def test_failed_files_retried_only_when_asked(grown):
+    report = run_nightly(str(grown["catalogue"]), grown["root"], retry_failed=True)
+    assert report.counts["retried"] == 1 and report.counts["failed"] == 1  # still broken, still recorded
+    layout = RootLayout(grown["root"])
+    errors = pd.read_parquet(layout.errors_table(latest_version(layout.ingest_area, "ingest")))
+    assert len(errors) == 1 and errors.iloc[0]["stage"] == "decode"
+
+
+def test_interrupted_publish_leaves_previous_version_live(grown, monkeypatch):
+    root, catalogue = grown["root"], grown["catalogue"]
+    before_index = pointers(root)[1]
+    added = add_songs(catalogue, 1, seed=78)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed between building and publishing")
+
+    monkeypatch.setattr(pipelines.index, "publish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_nightly(str(catalogue), root)
+    assert pointers(root)[1] == before_index
+    reader = PublishedIndex(root)
+    assert reader.version.version == before_index and reader.similar_to_song(reader.predictions.iloc[0].song_id, 2)
+    monkeypatch.undo()
+    # The next run completes the work: the song was ingested (and published) before the
+    # kill, so it is not new any more, but the index catches up with it.
+    report = run_nightly(str(catalogue), root)
+    assert report.counts["new"] == 0 and report.published == ["index"]
+    new_id = songs_table(root).set_index("relative_path").loc[added[0], "song_id"]
+    assert new_id in set(PublishedIndex(root).predictions["song_id"])
+
+
+def test_new_model_re_embeds_every_song(grown):
+    root = grown["root"]
+    assert main(["train", "--root", root, "--epochs", "1", "--batch-size", "16", "--run", "second", "--seed", "1"]) == 0
+    report = run_nightly(str(grown["catalogue"]), root)
+    assert report.published == ["index"] and report.model_run == "second"
+    index = PublishedIndex(root)
+    assert index.version.manifest["model_run"] == "second"
+    assert len(index.predictions) == len(songs_table(root))
+
+
+def test_run_reports_and_runs_table(grown, capsys):
+    assert main(["nightly", "--catalogue", str(grown["catalogue"]), "--root", grown["root"]]) == 0
+    assert "published nothing (no change)" in capsys.readouterr().out
+    runs = duckdb.sql(f"SELECT * FROM '{grown['root']}/runs/*.parquet' ORDER BY started, run_id").df()
+    assert len(runs) >= 6
+    last = runs.iloc[-1]
+    report = read_json(f"{grown['root']}/runs/{last.run_id}.json")
+    assert report["counts"]["unchanged"] == last.unchanged and list(last.published) == []
+    assert json.dumps(report)  # plain JSON
+    # Retention kept at most 3 index versions, including the live one.
+    layout = RootLayout(grown["root"])
+    from genre_batch.storage import list_prefix
+
+    versions = [n for n in list_prefix(layout.index_area) if n[:1].isdigit()]
+    assert len(versions) <= 3 and latest_version(layout.index_area, "index") in versions
