@@ -694,6 +694,16 @@ def main(args: argparse.Namespace) -> int:
     print(verdict("(5)/(4) Ray Data vs Pool, all cores, without ray.init", ratios["ray_vs_pool"], TARGETS["ray_vs_pool"]))
     print(verdict("(5)/(4) Ray Data vs Pool, all cores, with ray.init", ratios["ray_incl_init_vs_pool"],
                   TARGETS["ray_vs_pool"]))
+    print("\nthe same ratios on CPU time (x RT per CPU-second of the process tree): less sensitive to other load,")
+    print("but blind to idle waits and to parallelism, so the verdicts above stay on wall time:")
+    for name, (a, b) in {"(2)/(3)": (m2, m3), "(2)/(3b)": (m2, m3b), "(2)/(1)": (m2, m1), "(5)/(4)": (m5, m4)}.items():
+        if a is not None and b is not None and a.cpu_s and b.cpu_s:
+            print(f"  {name}: {(a.audio_s / a.cpu_s) / (b.audio_s / b.cpu_s):.2f}x")
+    loads = [x for m in rows for x in (m.load_before, m.load_after) if x is not None]
+    cores = os.cpu_count() or 1
+    if loads and max(loads) > cores:
+        print(f"\nWARNING: the 1-minute load reached {max(loads):.1f} on {cores} cores during the run: other processes "
+              "shared the CPUs, wall-clock figures are inflated and their ratios unreliable. Rerun when quiet.")
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"\nru_maxrss: self {self_rss:.0f} MiB, largest reaped child {children_rss:.0f} MiB "

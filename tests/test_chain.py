@@ -165,3 +165,20 @@ def test_evaluate(indexed, capsys):
 def test_cli_help_runs_without_ray():
     out = subprocess.run([sys.executable, "-m", "genre_batch.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "similar" in out.stdout
+
+
+def test_analyst_notebook_runs_on_the_outputs(indexed, monkeypatch):
+    """Every code cell of notebooks/explore_outputs.ipynb runs against a real root."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pathlib import Path
+
+    notebook = json.loads((Path(__file__).parents[1] / "notebooks" / "explore_outputs.ipynb").read_text())
+    monkeypatch.setenv("GENRE_BATCH_ROOT", indexed["root"])
+    namespace: dict = {"display": lambda value: None}
+    cells = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+    assert cells
+    for cell in cells:
+        exec(compile("".join(cell["source"]), "notebook-cell", "exec"), namespace)
+    assert len(namespace["predictions"]) == len(namespace["songs"])

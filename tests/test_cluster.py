@@ -112,6 +112,25 @@ def test_chain_as_submitted_jobs(cluster, s3_server, tmp_path):
     metrics = json.loads(fs.cat(f"{ROOT}/models/{run}/metrics.json"))
     assert metrics["train_config"]["num_workers"] == 2
 
+    # The nightly job, submitted the same way, after one song was added to the bucket.
+    import dataclasses
+
+    import soundfile
+
+    from genre_batch.synth import plan_catalogue, render_song
+
+    song = plan_catalogue(1, seed=808, min_duration_s=12.0, max_duration_s=12.5)[0]
+    song = dataclasses.replace(song, relative_path=song.relative_path.replace(".mp3", " (new).mp3"))
+    soundfile.write(tmp_path / "new.mp3", render_song(song), song.sample_rate, format="MP3")
+    fs.put_file(str(tmp_path / "new.mp3"), f"{CATALOGUE}/{song.relative_path}")
+    result = submit(cluster, "gb-nightly", "python", "-m", "pipelines.nightly", "--catalogue", CATALOGUE,
+                    "--root", ROOT)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    logs = ray_cli(cluster["env"], "job", "logs", "--address", cluster["address"], "gb-nightly").stdout
+    assert "1 new, 0 changed, 0 removed" in logs and "published ingest, index" in logs, logs[-2000:]
+    index = fs.cat(f"{ROOT}/index/LATEST").decode().strip()
+    assert json.loads(fs.cat(f"{ROOT}/index/{index}/manifest.json"))["songs"] == summary.songs + 1
+
 
 def test_failed_job_exits_non_zero(cluster):
     result = submit(cluster, "gb-bad", "python", "-m", "pipelines.train", "--root", "s3://gb-cluster-outputs/empty")

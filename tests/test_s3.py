@@ -128,3 +128,26 @@ def test_missing_bucket_fails_in_one_line_and_publishes_nothing(s3_run):
     # A catalogue that does not exist: same contract.
     result = genre_batch(env, "ingest", "--catalogue", "s3://gb-catalogue/nothing-here", "--root", ROOT, check=False)
     assert result.returncode == 1 and "s3://gb-catalogue/nothing-here" in result.stderr
+
+
+def test_nightly_on_s3(s3_run, tmp_path):
+    """The nightly job with catalogue and root in the bucket: 2 new songs, then no change."""
+    import dataclasses
+
+    import soundfile
+
+    from genre_batch.synth import plan_catalogue, render_song
+
+    fs, env = s3_run["fs"], s3_run["env"]
+    for song in plan_catalogue(2, seed=404, min_duration_s=12.0, max_duration_s=12.5):
+        song = dataclasses.replace(song, relative_path=song.relative_path.replace(".mp3", " (nightly).mp3"))
+        local = tmp_path / "new.mp3"
+        soundfile.write(local, render_song(song), song.sample_rate, format="MP3")
+        fs.put_file(str(local), f"{CATALOGUE}/{song.relative_path}")
+    grown = genre_batch(env, "nightly", "--catalogue", CATALOGUE, "--root", ROOT)
+    assert "2 new, 0 changed, 0 removed" in grown.stdout and "published ingest, index" in grown.stdout
+    again = genre_batch(env, "nightly", "--catalogue", CATALOGUE, "--root", ROOT)
+    assert "0 new, 0 changed, 0 removed" in again.stdout and "published nothing" in again.stdout
+    assert SECRET_ACCESS_KEY not in grown.stdout + grown.stderr + again.stdout + again.stderr
+    reports = fs.glob(f"{ROOT}/runs/*.json")
+    assert len(reports) == 2
