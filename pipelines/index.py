@@ -229,12 +229,9 @@ def from_args(args: argparse.Namespace) -> IndexReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from genre_batch.cli import run_entry_point
+    from pipelines._entry import job_main
 
-    parser = argparse.ArgumentParser(prog="python -m pipelines.index", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run_entry_point(lambda: print(from_args(parser.parse_args(argv)).summary()))
+    return job_main("index", __doc__, add_arguments, from_args, argv)
 
 
 if __name__ == "__main__":

@@ -195,13 +195,6 @@ def run_ingest(
     return report
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.ingest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return parser
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalogue", required=True, help="URI of the audio files (dir, file://, s3://)")
     parser.add_argument("--root", required=True, help="storage root for every output of this catalogue")
@@ -231,9 +224,9 @@ def from_args(args: argparse.Namespace) -> IngestReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from genre_batch.cli import run_entry_point
+    from pipelines._entry import job_main
 
-    return run_entry_point(lambda: print(from_args(build_parser().parse_args(argv)).summary()))
+    return job_main("ingest", __doc__, add_arguments, from_args, argv)
 
 
 if __name__ == "__main__":

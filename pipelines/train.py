@@ -386,12 +386,9 @@ def from_args(args: argparse.Namespace) -> TrainReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from genre_batch.cli import run_entry_point
+    from pipelines._entry import job_main
 
-    parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run_entry_point(lambda: print(from_args(parser.parse_args(argv)).summary()))
+    return job_main("train", __doc__, add_arguments, from_args, argv)
 
 
 if __name__ == "__main__":

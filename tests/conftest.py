@@ -54,3 +54,14 @@ def ray_local(s3_server):
     ray.shutdown()
     if previous_home is not None:
         os.environ["HOME"] = previous_home
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Several intra-op threads on a busy 2-core machine spin-wait each other: 100x slower steps."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

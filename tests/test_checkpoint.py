@@ -27,17 +27,11 @@ from genre_batch.errors import ConfigMismatchError, GenreBatchError
 from genre_batch.models import build_model
 
 LABELS = ("blues", "jazz", "metal")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 MODEL_CONFIG = ModelConfig(channels=(8, 16, 16, 32), stem_stride=4)
 FEATURES = FeatureConfig()
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Several intra-op threads on a busy 2-core machine spin-wait each other: 100x slower steps."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 class Wrapper(nn.Module):

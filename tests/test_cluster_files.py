@@ -469,3 +469,166 @@ def test_credential_patterns_catch_fakes() -> None:
 def test_no_credentials_in_cluster_files(path: Path) -> None:
     findings = credential_findings(path.read_text(errors="replace"))
     assert not findings, f"{path.relative_to(REPO)} contains what looks like a credential: {findings}"
+
+
+# ---------------------------------------------------------------- nightly (CronJob -> RayJob)
+NIGHTLY = KUBERAY / "nightly-cronjob.yaml"
+CRON_FIELD_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))  # minute hour day month weekday
+
+
+def nightly_documents() -> dict[str, dict]:
+    """The nightly file's documents by kind (one of each)."""
+    with NIGHTLY.open() as handle:
+        documents = [doc for doc in yaml.safe_load_all(handle) if doc is not None]
+    kinds = [doc["kind"] for doc in documents]
+    assert len(kinds) == len(set(kinds)), f"one document per kind expected, got {kinds}"
+    return {doc["kind"]: doc for doc in documents}
+
+
+def nightly_rayjob() -> dict:
+    """The RayJob template the CronJob's submitter creates each night (ConfigMap key rayjob.yaml)."""
+    return yaml.safe_load(nightly_documents()["ConfigMap"]["data"]["rayjob.yaml"])
+
+
+def cron_field_is_valid(field: str, low: int, high: int) -> bool:
+    """One field of a numeric 5-field cron expression: *, N, N-M, with /step, comma lists."""
+    for part in field.split(","):
+        match = re.fullmatch(r"(\*|(\d+)(?:-(\d+))?)(?:/(\d+))?", part)
+        if not match:
+            return False
+        start, end, step = match.group(2), match.group(3), match.group(4)
+        if step is not None and int(step) < 1:
+            return False
+        if start is not None:
+            first, last = int(start), int(end) if end is not None else int(start)
+            if not (low <= first <= last <= high):
+                return False
+    return True
+
+
+def cron_is_valid(expression: str) -> bool:
+    fields = expression.split()
+    return len(fields) == 5 and all(
+        cron_field_is_valid(field, low, high) for field, (low, high) in zip(fields, CRON_FIELD_RANGES)
+    )
+
+
+def test_cron_validator_rejects_bad_schedules() -> None:
+    assert cron_is_valid("0 3 * * *") and cron_is_valid("*/15 1-5 1,15 * 1-5")
+    for bad in ("0 3 * *", "60 3 * * *", "0 24 * * *", "0 3 0 * *", "0 3 * 13 *", "@daily", "0 3 * * * *", "*/0 3 * * *"):
+        assert not cron_is_valid(bad), bad
+
+
+def test_nightly_file_has_the_expected_documents() -> None:
+    documents = nightly_documents()
+    assert set(documents) == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "CronJob"}
+    assert documents["CronJob"]["apiVersion"] == "batch/v1", "CronJob: the stable API, not a beta one"
+
+
+def test_nightly_cronjob_schedule_and_overlap_policy() -> None:
+    spec = nightly_documents()["CronJob"]["spec"]
+    assert cron_is_valid(spec["schedule"]), f"not a 5-field cron expression: {spec['schedule']!r}"
+    # Two nightly runs would race to publish ingest/index versions.
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert isinstance(spec.get("startingDeadlineSeconds"), int) and spec["startingDeadlineSeconds"] > 0
+    for limit in ("successfulJobsHistoryLimit", "failedJobsHistoryLimit"):
+        assert isinstance(spec.get(limit), int) and spec[limit] >= 1, f"{limit} missing"
+    job = spec["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 0, "a retried submitter would create a second RayJob"
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+    # The submitter waits for its RayJob (that is what makes Forbid cover the Ray job), so
+    # its own deadline must outlast the RayJob's.
+    assert job["activeDeadlineSeconds"] > nightly_rayjob()["spec"]["activeDeadlineSeconds"]
+
+
+def test_nightly_rayjob_template_shape() -> None:
+    manifest = nightly_rayjob()
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayJob"
+    metadata = manifest["metadata"]
+    assert "name" not in metadata and metadata["generateName"].endswith("-"), "each night needs a new name"
+    labels = metadata["labels"]
+    spec = manifest["spec"]
+    assert set(spec) <= RAYJOB_SPEC_FIELDS, f"unknown RayJob fields {set(spec) - RAYJOB_SPEC_FIELDS}"
+    assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0
+    assert spec["backoffLimit"] == 0
+    assert "rayClusterSpec" in spec and "clusterSelector" not in spec
+    check_cluster_spec(spec["rayClusterSpec"], "nightly-cronjob.yaml rayjob.yaml")
+    assert cpu_groups(spec["rayClusterSpec"]), "nightly ingest needs CPU workers (the head takes no work)"
+    # The submitter finds earlier nightly RayJobs by these labels.
+    script = nightly_documents()["ConfigMap"]["data"]["submit.sh"]
+    for key, value in labels.items():
+        assert f"{key}={value}" in script, f"submit.sh does not select on {key}={value}"
+
+
+def test_nightly_entrypoint_is_accepted_by_pipelines_nightly() -> None:
+    module_name, argv = entrypoint_argv(nightly_rayjob())
+    assert module_name == "pipelines.nightly"
+    args = parse_with_module(module_name, argv)
+    assert args.catalogue.startswith("s3://YOUR_BUCKET/") and args.root.startswith("s3://YOUR_BUCKET/")
+    assert args.address is None, "inside a job RAY_ADDRESS is set; --address would only go stale"
+    # The nightly must write where the one-off jobs published (the same --root).
+    _, index_argv = entrypoint_argv(rayjob("index"))
+    assert args.root == parse_with_module("pipelines.index", index_argv).root
+
+
+def test_nightly_runtime_env_merges_with_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ray.runtime_env import RuntimeEnv
+
+    runtime_env = yaml.safe_load(nightly_rayjob()["spec"]["runtimeEnvYAML"])
+    RuntimeEnv(**runtime_env)
+    assert_merges_with_driver(runtime_env, driver_runtime_env(monkeypatch), "nightly rayjob.yaml runtimeEnvYAML")
+
+
+def test_nightly_submitter_rbac_and_mounts_fit_together() -> None:
+    documents = nightly_documents()
+    account = documents["ServiceAccount"]["metadata"]["name"]
+    pod = documents["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account
+    binding = documents["RoleBinding"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": documents["Role"]["metadata"]["name"]}
+    assert {"kind": "ServiceAccount", "name": account} in binding["subjects"]
+    granted = {verb for rule in documents["Role"]["rules"] if "ray.io" in rule["apiGroups"]
+               and "rayjobs" in rule["resources"] for verb in rule["verbs"]}
+    assert {"create", "get", "list"} <= granted, f"the submitter cannot create/watch RayJobs: {granted}"
+    assert all(rule["apiGroups"] == ["ray.io"] for rule in documents["Role"]["rules"]), "least privilege"
+
+    (container,) = pod["containers"]
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    config_volumes = [volume for volume in pod["volumes"] if "configMap" in volume]
+    assert [volume["configMap"]["name"] for volume in config_volumes] == [documents["ConfigMap"]["metadata"]["name"]]
+    mounted_at = mounts[config_volumes[0]["name"]]
+    env = {item["name"]: item["value"] for item in container.get("env", [])}
+    assert env["TEMPLATE"] == f"{mounted_at}/rayjob.yaml"
+    assert container["command"][-1] == f"{mounted_at}/submit.sh"
+    # The submitter talks to the Kubernetes API only: no S3 credentials in its pod.
+    assert "envFrom" not in container
+    assert not [name for name in env if name.startswith("AWS_")]
+
+
+def test_nightly_submit_script_is_valid_shell(tmp_path: Path) -> None:
+    import shutil
+
+    shell = shutil.which("sh")
+    if shell is None:
+        pytest.skip("no sh here")
+    script = tmp_path / "submit.sh"
+    script.write_text(nightly_documents()["ConfigMap"]["data"]["submit.sh"])
+    result = subprocess.run([shell, "-n", str(script)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+def test_nightly_file_has_no_credentials() -> None:
+    text = NIGHTLY.read_text()
+    assert not credential_findings(text)
+    assert not credential_findings(nightly_documents()["ConfigMap"]["data"]["rayjob.yaml"])
+
+
+def test_readme_documents_the_nightly() -> None:
+    readme = (CLUSTER / "README.md").read_text()
+    assert "nightly-cronjob.yaml" in readme
+    joined = re.sub(r"\\\n\s*", " ", readme)  # shell line continuations
+    match = re.search(r"ray job submit [^\n]*? -- python -m pipelines\.nightly ([^\n]*)", joined)
+    assert match, "cluster/README.md lacks the `ray job submit ... -- python -m pipelines.nightly` command"
+    args = parse_with_module("pipelines.nightly", shlex.split(match.group(1)))
+    assert args.catalogue.startswith("s3://YOUR_BUCKET/") and args.root.startswith("s3://YOUR_BUCKET/")

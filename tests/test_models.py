@@ -10,16 +10,10 @@ import torch.nn.functional as F
 from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
 from genre_batch.models import GenreCNN, TileAugment, build_model, tiles_to_input
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SMALL = ModelConfig(channels=(8, 16, 16, 32), stem_stride=4, embedding_dim=128, dropout=0.3)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Several intra-op threads on a busy 2-core machine spin-wait each other: 100x slower steps."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def random_tiles(n: int, size: int = 256, seed: int = 0) -> torch.Tensor:

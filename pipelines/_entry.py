@@ -1,0 +1,24 @@
+"""The command-line entry point every job module shares (`python -m pipelines.<job>`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable
+
+
+def job_main(
+    name: str,
+    description: str | None,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    from_args: Callable[[argparse.Namespace], Any],
+    argv: list[str] | None = None,
+) -> int:
+    """Parse the job's flags, run it, print its one-line summary; exit 0 only on success."""
+    from genre_batch.cli import run_entry_point
+
+    parser = argparse.ArgumentParser(
+        prog=f"python -m pipelines.{name}", description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    return run_entry_point(lambda: print(from_args(parser.parse_args(argv)).summary()))
