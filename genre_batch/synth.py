@@ -1053,7 +1053,9 @@ def _normalise_peak(sound: FloatArray) -> FloatArray:
 def _detuned_saws(hz: float, n: int, voice: Voice, count: int = 3) -> FloatArray:
     spread = np.linspace(-1.0, 1.0, count) * voice.timbre.detune_cents
     phases = voice.rng.random(count)
-    return sum(_oscillator("saw", hz * 2 ** (c / 1200), n, voice.sample_rate, p) for c, p in zip(spread, phases)) / count
+    saws = (_oscillator("saw", hz * 2 ** (cents / 1200), n, voice.sample_rate, phase)
+            for cents, phase in zip(spread, phases))
+    return sum(saws) / count
 
 
 def _samples(seconds: float, sample_rate: int) -> int:
@@ -1376,7 +1378,8 @@ def _rms(signal: FloatArray) -> float:
     return float(np.sqrt(np.mean(signal**2))) if signal.size else 0.0
 
 
-def _balance(stems: dict[str, FloatArray], levels_db: dict[str, float], rng: np.random.Generator) -> dict[str, FloatArray]:
+def _balance(stems: dict[str, FloatArray], levels_db: dict[str, float],
+             rng: np.random.Generator) -> dict[str, FloatArray]:
     """Each stem to its genre level (RMS-referenced) plus a per-song wobble of a few dB."""
     balanced = {}
     for name, stem in stems.items():
@@ -1432,7 +1435,8 @@ def _mix_and_master(stems: dict[str, FloatArray], channels: int, out_rate: int, 
     out_size = size * ratio
     out_spectrum = np.zeros((out_size // 2 + 1, channels), dtype=np.complex128)
     out_spectrum[: spectrum.shape[0]] = spectrum * ratio
-    out_spectrum += _noise_spectrum(out_spectrum.shape, out_size, out_rate, rng) * _rms(dry) * 10 ** (timbre.hiss_db / 20)
+    noise_rms = _rms(dry) * 10 ** (timbre.hiss_db / 20)
+    out_spectrum += _noise_spectrum(out_spectrum.shape, out_size, out_rate, rng) * noise_rms
     out = np.fft.irfft(out_spectrum, n=out_size, axis=0)[:out_frames]
 
     fade_in = np.minimum(np.arange(out_frames) / (0.05 * out_rate), 1.0)
@@ -1442,7 +1446,8 @@ def _mix_and_master(stems: dict[str, FloatArray], channels: int, out_rate: int, 
     return out[:, 0] if channels == 1 else out
 
 
-def _noise_spectrum(shape: tuple[int, ...], size: int, sample_rate: int, rng: np.random.Generator) -> npt.NDArray[np.complex128]:
+def _noise_spectrum(shape: tuple[int, ...], size: int, sample_rate: int,
+                    rng: np.random.Generator) -> npt.NDArray[np.complex128]:
     """Spectrum of unit-RMS noise, gently low-passed at a random cutoff (time length ``size``)."""
     gain = _butterworth(np.fft.rfftfreq(size, 1.0 / sample_rate), lowpass_hz=float(rng.uniform(3000, 12000)),
                         highpass_hz=None, order=1)

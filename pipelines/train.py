@@ -67,6 +67,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from genre_batch.checkpoint import checkpoint_state, load_checkpoint_state, restore_training_state, save_checkpoint
     from genre_batch.models import TileAugment, build_model, tiles_to_input
 
+    # Ray Train V2 echoes a worker's print() twice; its log records reach the driver once.
+    progress = logging.getLogger("genre_batch.train")
+    progress.setLevel(logging.INFO)
     train_config: TrainConfig = config["train_config"]
     features: FeatureConfig = config["features"]
     labels: list[str] = config["labels"]
@@ -92,7 +95,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         start_epoch = restore_training_state(state, model, optimizer)
         history = list(state.get("history", []))
         if rank == 0:
-            print(f"resuming from epoch {start_epoch}")
+            progress.info("resuming from epoch %d", start_epoch)
     collate = _collate(features, label_ids)
 
     def reduce(*values: float) -> list[float]:
@@ -148,11 +151,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         }
         history.append(metrics)
         if rank == 0:
-            print(
-                f"epoch {epoch + 1}/{train_config.epochs}: loss {metrics['train_loss']:.3f} "
-                f"acc {metrics['train_accuracy']:.3f} | valid loss {metrics['valid_loss']:.3f} "
-                f"acc {metrics['valid_accuracy']:.3f} | {metrics['tiles_per_s']:.0f} tiles/s",
-                flush=True,
+            progress.info(
+                "epoch %d/%d: loss %.3f acc %.3f | valid loss %.3f acc %.3f | %.0f tiles/s",
+                epoch + 1, train_config.epochs, metrics["train_loss"], metrics["train_accuracy"],
+                metrics["valid_loss"], metrics["valid_accuracy"], metrics["tiles_per_s"],
             )
         with tempfile.TemporaryDirectory() as directory:
             report_checkpoint = None
