@@ -37,18 +37,21 @@ CHECKPOINT_FILE = "model.pt"
 
 
 # ---------------------------------------------------------------- per-worker training loop
-def _collate(features: FeatureConfig, label_ids: dict[str, int]):
+class TileBatchCollator:
     """Batch of Parquet columns -> (uint8 tiles [B, F, T], class ids [B]) as torch tensors."""
-    import torch
 
-    from genre_batch.tiles import tiles_from_binary
+    def __init__(self, features: FeatureConfig, label_ids: dict[str, int]) -> None:
+        self.features = features
+        self.label_ids = label_ids
 
-    def collate(batch: dict[str, np.ndarray]) -> tuple["torch.Tensor", "torch.Tensor"]:
-        tiles = torch.from_numpy(tiles_from_binary(batch["tile"], features).copy())
-        targets = torch.tensor([label_ids[label] for label in batch["label"]], dtype=torch.long)
+    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[Any, Any]:
+        import torch
+
+        from genre_batch.tiles import tiles_from_binary
+
+        tiles = torch.from_numpy(tiles_from_binary(batch["tile"], self.features).copy())
+        targets = torch.tensor([self.label_ids[label] for label in batch["label"]], dtype=torch.long)
         return tiles, targets
-
-    return collate
 
 
 def cosine_lr(base: float, epoch: int, epochs: int, floor: float = 0.05) -> float:
@@ -70,6 +73,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # Ray Train V2 echoes a worker's print() twice; its log records reach the driver once.
     progress = logging.getLogger("genre_batch.train")
     progress.setLevel(logging.INFO)
+    # Ray Train logs two lines per checkpoint at INFO; our epoch line says what users need.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     train_config: TrainConfig = config["train_config"]
     features: FeatureConfig = config["features"]
     labels: list[str] = config["labels"]
@@ -96,7 +101,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         history = list(state.get("history", []))
         if rank == 0:
             progress.info("resuming from epoch %d", start_epoch)
-    collate = _collate(features, label_ids)
+    collate = TileBatchCollator(features, label_ids)
 
     def reduce(*values: float) -> list[float]:
         tensor = torch.tensor(values, dtype=torch.float64, device=device)
@@ -124,7 +129,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss) * len(targets)
+            loss_sum += loss.item() * len(targets)
             hits += float((logits.argmax(1) == targets).sum())
             seen += len(targets)
         model.eval()
@@ -135,7 +140,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ):
                 tiles, targets = tiles.to(device), targets.to(device)
                 logits = model(tiles_to_input(tiles))
-                v_loss += float(loss_fn(logits, targets)) * len(targets)
+                v_loss += loss_fn(logits, targets).item() * len(targets)
                 v_hits += float((logits.argmax(1) == targets).sum())
                 v_seen += len(targets)
         loss_sum, hits, seen, v_loss, v_hits, v_seen = reduce(loss_sum, hits, seen, v_loss, v_hits, v_seen)
@@ -227,7 +232,6 @@ def run_train(
     address: str | None = None,
     publish_model: bool = True,
 ) -> TrainReport:
-    import ray.train
     from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 

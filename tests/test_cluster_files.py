@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -632,3 +631,12 @@ def test_readme_documents_the_nightly() -> None:
     assert match, "cluster/README.md lacks the `ray job submit ... -- python -m pipelines.nightly` command"
     args = parse_with_module("pipelines.nightly", shlex.split(match.group(1)))
     assert args.catalogue.startswith("s3://YOUR_BUCKET/") and args.root.startswith("s3://YOUR_BUCKET/")
+
+
+def test_nightly_entry_point_answers_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.nightly", "--help"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--catalogue" in result.stdout and "--root" in result.stdout
