@@ -112,7 +112,48 @@ def predict_songs(
         num_gpus=1 if use_gpu else 0,
         num_cpus=0 if use_gpu else 1,
     )
-    pooled = outputs.groupby("song_id").map_groups(pool_group, batch_format="numpy")
+    # Ray's default of 200 shuffle partitions costs seconds of scheduling on small inputs.
+    partitions = max(1, min(len(tile_uris), 2 * cluster_cpus()))
+    pooled = outputs.groupby("song_id", num_partitions=partitions).map_groups(pool_group, batch_format="numpy")
     frame = pooled.to_pandas()
     logger.info("pooled %d songs from %d tile shards", len(frame), len(tile_uris))
     return frame.sort_values("song_id").reset_index(drop=True)
+
+
+def predict_songs_locally(
+    tile_uris: list[str], model_uri: str, features: FeatureConfig, song_ids: set[str], batch_size: int = 64
+) -> pd.DataFrame:
+    """The same per-song outputs as ``predict_songs``, computed in this process.
+
+    For a handful of songs (a nightly delta) starting Ray workers and a model actor costs far
+    more than the work itself; the same TileModel and pool_group make the rows identical.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from genre_batch.tables import read_table
+
+    model = TileModel(model_uri, features.to_dict(), use_gpu=False, threads=1)
+    wanted = pa.array(sorted(song_ids), pa.string())
+    outputs: dict[str, list[np.ndarray]] = {"song_id": [], "label_id": [], "probs": [], "embedding": []}
+    for uri in tile_uris:
+        table = read_table(uri, ["song_id", "tile", "label"])
+        table = table.filter(pc.is_in(table["song_id"], wanted))
+        for start in range(0, table.num_rows, batch_size):
+            chunk = table.slice(start, batch_size)
+            batch = {
+                "song_id": np.asarray(chunk["song_id"].to_pylist(), dtype=object),
+                "tile": np.asarray(chunk["tile"].to_pylist(), dtype=object),
+                "label": np.asarray(chunk["label"].to_pylist(), dtype=object),
+            }
+            for key, value in model(batch).items():
+                outputs[key].append(value)
+    if not outputs["song_id"]:
+        return pd.DataFrame(columns=["song_id", "n_tiles", "tiles_correct", "probs", "embedding"])
+    tiles = {key: np.concatenate(values) for key, values in outputs.items()}
+    rows = []
+    for song_id in sorted(set(tiles["song_id"])):
+        mask = tiles["song_id"] == song_id
+        pooled = pool_group({key: value[mask] for key, value in tiles.items()})
+        rows.append({key: value[0] for key, value in pooled.items()})
+    return pd.DataFrame(rows)

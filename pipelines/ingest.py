@@ -127,6 +127,31 @@ def run_files(
             "labels_from_tags": labels_from_tags,
         },
     ).take_all()
+    return split_outcomes(outcomes)
+
+
+def ingest_locally(
+    files: list[CatalogueFile],
+    layout: RootLayout,
+    version: str,
+    features: FeatureConfig,
+    splits: SplitConfig,
+    labels_from_tags: bool,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The same as ``run_files`` for a few files, in this process: one shard, no Ray."""
+    outcomes = ingest_batch(
+        pd.DataFrame([catalogue_record(f) for f in files]),
+        tiles_dir=layout.tiles_dir(version),
+        shard_prefix=f"{version}/tiles/",
+        features=features.to_dict(),
+        splits=vars(splits),
+        labels_from_tags=labels_from_tags,
+    )
+    return split_outcomes(outcomes.to_dict("records"))
+
+
+def split_outcomes(outcomes: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Outcome records of ``ingest_batch`` -> (song rows, error rows)."""
     songs = [json.loads(o["record"]) for o in outcomes if o["kind"] == "song"]
     errors = [json.loads(o["record"]) for o in outcomes if o["kind"] == "error"]
     return songs, errors

@@ -307,10 +307,12 @@ def run_nightly(
     index_config: IndexConfig = IndexConfig(),
     use_gpu: bool = False,
     address: str | None = None,
+    local_max_tiles: int = 2000,
 ) -> NightlyReport:
     from pipelines._ray import ensure_ray
     from pipelines.index import ModelInUse, embed_songs, publish_index
-    from pipelines.ingest import run_files
+    from pipelines.inference import predict_songs_locally
+    from pipelines.ingest import ingest_locally, run_files
 
     clock = Stopwatch()
     layout = RootLayout(root)
@@ -337,11 +339,18 @@ def run_nightly(
         new_songs: list[dict[str, Any]] = []
         new_errors: list[dict[str, Any]] = []
         if diff.to_ingest:
-            ensure_ray(address)
-            new_songs, new_errors = run_files(
-                diff.to_ingest, layout, version, previous.feature_config,
-                SplitConfig(**previous.manifest["split_config"]), labels == "tags", files_per_task,
-            )
+            split_config = SplitConfig(**previous.manifest["split_config"])
+            if len(diff.to_ingest) <= files_per_task:
+                # One task's worth of files: decode here rather than start Ray workers for it.
+                new_songs, new_errors = ingest_locally(
+                    diff.to_ingest, layout, version, previous.feature_config, split_config, labels == "tags"
+                )
+            else:
+                ensure_ray(address)
+                new_songs, new_errors = run_files(
+                    diff.to_ingest, layout, version, previous.feature_config, split_config,
+                    labels == "tags", files_per_task,
+                )
         since = clock.lap("ingest", since)
         kept_songs = carry_over_songs(layout, previous, songs, diff, version)
         kept_errors = [
@@ -376,14 +385,18 @@ def run_nightly(
         current_songs = read_frame(ingest.songs_uri)
         delta = index_delta(layout, current_index, current_songs, model.run)
         if delta is None or not delta.up_to_date:
-            ensure_ray(address)
             if delta is None:  # new model (or no usable index): every song
+                ensure_ray(address)
                 pooled = embed_songs(ingest, model, ingest.tile_uris, index_config, use_gpu)
             else:
                 stale = delta.stale
-                shards = sorted(set(current_songs.loc[current_songs["song_id"].isin(stale), "tiles_file"]))
-                fresh = embed_songs(ingest, model, [join(layout.ingest_area, s) for s in shards],
-                                    index_config, use_gpu)
+                stale_rows = current_songs[current_songs["song_id"].isin(stale)]
+                shards = [join(layout.ingest_area, s) for s in sorted(set(stale_rows["tiles_file"]))]
+                if int(stale_rows["n_tiles"].sum()) <= local_max_tiles and not use_gpu:
+                    fresh = predict_songs_locally(shards, model.uri, ingest.feature_config, stale)
+                else:
+                    ensure_ray(address)
+                    fresh = embed_songs(ingest, model, shards, index_config, use_gpu)
                 fresh = fresh[fresh["song_id"].isin(stale)]
                 stored = read_frame(current_index.predictions_uri)
                 reused = set(current_songs["song_id"]) - stale

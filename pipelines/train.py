@@ -37,21 +37,25 @@ CHECKPOINT_FILE = "model.pt"
 
 
 # ---------------------------------------------------------------- per-worker training loop
-class TileBatchCollator:
-    """Batch of Parquet columns -> (uint8 tiles [B, F, T], class ids [B]) as torch tensors."""
+def tile_batch_collator(features: FeatureConfig, label_ids: dict[str, int]) -> Any:
+    """Ray Data collate function: Parquet columns -> (uint8 tiles [B, F, T], class ids [B])."""
+    from ray.data.collate_fn import NumpyBatchCollateFn
 
-    def __init__(self, features: FeatureConfig, label_ids: dict[str, int]) -> None:
-        self.features = features
-        self.label_ids = label_ids
+    class TileBatchCollator(NumpyBatchCollateFn):
+        def __call__(self, batch: dict[str, np.ndarray]) -> tuple[Any, Any]:
+            return collate_tiles(batch, features, label_ids)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[Any, Any]:
-        import torch
+    return TileBatchCollator()
 
-        from genre_batch.tiles import tiles_from_binary
 
-        tiles = torch.from_numpy(tiles_from_binary(batch["tile"], self.features).copy())
-        targets = torch.tensor([self.label_ids[label] for label in batch["label"]], dtype=torch.long)
-        return tiles, targets
+def collate_tiles(batch: dict[str, np.ndarray], features: FeatureConfig, label_ids: dict[str, int]) -> tuple[Any, Any]:
+    import torch
+
+    from genre_batch.tiles import tiles_from_binary
+
+    tiles = torch.from_numpy(tiles_from_binary(batch["tile"], features).copy())
+    targets = torch.tensor([label_ids[label] for label in batch["label"]], dtype=torch.long)
+    return tiles, targets
 
 
 def cosine_lr(base: float, epoch: int, epochs: int, floor: float = 0.05) -> float:
@@ -101,7 +105,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         history = list(state.get("history", []))
         if rank == 0:
             progress.info("resuming from epoch %d", start_epoch)
-    collate = TileBatchCollator(features, label_ids)
+    collate = tile_batch_collator(features, label_ids)
+    # --batch-size is the global batch: each of N workers takes 1/N of it, so N workers make
+    # the same optimiser steps as one (DDP averages their gradients) and reach the same quality.
+    worker_batch = max(1, train_config.batch_size // world)
 
     def reduce(*values: float) -> list[float]:
         tensor = torch.tensor(values, dtype=torch.float64, device=device)
@@ -118,7 +125,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         augment.train()
         loss_sum = hits = seen = 0.0
         for tiles, targets in ray.train.get_dataset_shard("train").iter_torch_batches(
-            batch_size=train_config.batch_size,
+            batch_size=worker_batch,
             collate_fn=collate,
             local_shuffle_buffer_size=train_config.shuffle_buffer_tiles,
             local_shuffle_seed=train_config.seed + epoch * 1000 + rank,
@@ -136,7 +143,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         v_loss = v_hits = v_seen = 0.0
         with torch.inference_mode():
             for tiles, targets in ray.train.get_dataset_shard("valid").iter_torch_batches(
-                batch_size=train_config.batch_size * 2, collate_fn=collate
+                batch_size=worker_batch * 2, collate_fn=collate
             ):
                 tiles, targets = tiles.to(device), targets.to(device)
                 logits = model(tiles_to_input(tiles))
@@ -249,7 +256,12 @@ def run_train(
     run = run or f"{train_config.model.name}-{ingest.version}"
     ensure_ray(address)
     workers = max(1, train_config.num_workers)
-    threads = 1 if train_config.use_gpu else max(1, (cluster_cpus() - 1) // workers) if workers > 1 else max(1, cluster_cpus() - 1)
+    # Leave one CPU to the Ray Data tasks that read the tiles: workers that take every CPU
+    # starve them and training hangs ("Cluster resources are not enough..."). On a small
+    # machine that means fractional CPUs per worker.
+    spare = max(1.0, cluster_cpus() - 1.0)
+    cpus_per_worker = min(1.0, spare / workers) if cluster_cpus() > 1 else 1.0
+    threads = max(1, int(spare // workers))
     storage_fs, storage_path = pyarrow_filesystem(layout.model_dir(run))
     logger.info("training %s on %d genres %s with %d worker(s)%s", run, len(labels), labels, workers,
                 " on GPU" if train_config.use_gpu else "")
@@ -264,7 +276,7 @@ def run_train(
         scaling_config=ScalingConfig(
             num_workers=workers,
             use_gpu=train_config.use_gpu,
-            resources_per_worker=None if train_config.use_gpu else {"CPU": 1},
+            resources_per_worker=None if train_config.use_gpu else {"CPU": cpus_per_worker},
         ),
         run_config=RunConfig(
             name="ray",
@@ -370,7 +382,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="total epochs of the run")
     parser.add_argument("--workers", type=int, default=defaults.num_workers, help="Ray Train workers (DDP)")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="tiles per step per worker")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                        help="tiles per optimiser step, split across the workers")
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="AdamW learning rate")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of weights, shuffling, masks")
     parser.add_argument("--run", default=None,

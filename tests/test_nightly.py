@@ -72,7 +72,8 @@ def test_incremental_add_remove_replace(grown, capsys):
     assert reader.similar_to_song(some_song, 3)
 
     added = add_songs(catalogue, 3, seed=77)
-    report = run_nightly(str(catalogue), root)
+    # 3 files > 2 per task and no local embedding: this run goes through Ray Data.
+    report = run_nightly(str(catalogue), root, files_per_task=2, local_max_tiles=0)
     assert report.counts["new"] == 3 and report.counts["changed"] == 0
     songs = songs_table(root)
     new_rows = songs[songs["relative_path"].isin(added)]
@@ -169,3 +170,25 @@ def test_run_reports_and_runs_table(grown, capsys):
 
     versions = [n for n in list_prefix(layout.index_area) if n[:1].isdigit()]
     assert len(versions) <= 3 and latest_version(layout.index_area, "index") in versions
+
+
+def test_local_and_ray_embeddings_agree(grown):
+    """The nightly's in-process path gives the rows Ray Data batch inference gives."""
+    import numpy as np
+
+    from genre_batch.artifacts import published_ingest
+    from pipelines.index import ModelInUse
+    from pipelines.inference import predict_songs, predict_songs_locally
+
+    layout = RootLayout(grown["root"])
+    ingest = published_ingest(grown["root"])
+    model = ModelInUse.published(layout, ingest)
+    shards = ingest.tile_uris[:2]
+    by_ray = predict_songs(shards, model.uri, ingest.feature_config).set_index("song_id").sort_index()
+    wanted = set(by_ray.index)
+    local = predict_songs_locally(shards, model.uri, ingest.feature_config, wanted).set_index("song_id").sort_index()
+    assert list(local.index) == list(by_ray.index)
+    for column in ("n_tiles", "tiles_correct"):
+        assert local[column].to_numpy().tolist() == by_ray[column].to_numpy().tolist()
+    np.testing.assert_allclose(np.stack(local["embedding"]), np.stack(by_ray["embedding"]), atol=1e-5)
+    np.testing.assert_allclose(np.stack(local["probs"]), np.stack(by_ray["probs"]), atol=1e-5)
