@@ -16,6 +16,8 @@
    copied into B beforehand, untimed).
 7. Probe (``--no-probe`` skips it): the new songs decoded + tiled and embedded in this process,
    without Ray, to show what the nightly's ingest and embed stages pay in fixed costs.
+   ``--investigate`` also splits ``embed_songs`` on the new songs into the read + actor-pool
+   map and the per-song groupby (Ray Data's default hash-shuffle partitions vs one).
 
 The target: (b) without the index rebuild <= 5 % of (a) without the index rebuild, where
 
@@ -79,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-trees", type=int, default=None, help="Annoy trees, both sides (default: IndexConfig's)")
     parser.add_argument("--train-batch-size", type=int, default=16, help="tiles per step of the set-up training")
     parser.add_argument("--no-probe", action="store_true", help="skip the in-process probe of the new songs")
+    parser.add_argument("--investigate", action="store_true",
+                        help="also split embed_songs on the new songs into actor-pool map and per-song groupby")
     parser.add_argument("--json", default=None, help="also write every measurement to this JSON file")
     return parser
 
@@ -293,16 +297,18 @@ def probe_in_process(root: str, added: list[str], catalogue: Path, scratch: Path
     features = ingest.feature_config
     files = [f for f in list_catalogue(str(catalogue), "folder") if f.relative_path in set(added)]
     seconds: dict[str, float] = {}
-    started = time.perf_counter()
     splits = SplitConfig(**ingest.manifest["split_config"])
-    outcomes = [ingest_file(f, read_bytes(f.uri), features, splits) for f in files]
-    name = write_tile_shard(outcomes, str(scratch), features)
-    seconds["decode_tile_write"] = time.perf_counter() - started
+    # Twice: the first call in a process also loads librosa's numba code (from NUMBA_CACHE_DIR).
+    for attempt in ("cold", "warm"):
+        started = time.perf_counter()
+        outcomes = [ingest_file(f, read_bytes(f.uri), features, splits) for f in files]
+        name = write_tile_shard(outcomes, str(scratch / attempt), features)
+        seconds[f"decode_tile_write_{attempt}"] = time.perf_counter() - started
     started = time.perf_counter()
     model = TileModel(RootLayout(root).model_file(published_model_run(root)), features.to_dict(), use_gpu=False)
     seconds["model_load"] = time.perf_counter() - started
     started = time.perf_counter()
-    table = pq.read_table(scratch / name, columns=["song_id", "tile", "label", "split"]).to_pydict()
+    table = pq.read_table(scratch / "warm" / name, columns=["song_id", "tile", "label", "split"]).to_pydict()
     out = model({key: np.asarray(value, dtype=object) for key, value in table.items()})
     for song_id in sorted(set(out["song_id"])):
         rows = out["song_id"] == song_id
@@ -310,6 +316,52 @@ def probe_in_process(root: str, added: list[str], catalogue: Path, scratch: Path
     seconds["embed_and_pool"] = time.perf_counter() - started
     seconds["songs"] = len(files)
     seconds["tiles"] = len(table["song_id"])
+    return seconds
+
+
+def investigate_embed(root: str, added: list[str]) -> dict[str, float]:
+    """Where ``embed_songs`` spends its time on the new songs' shard(s), in three parts:
+    the whole ``predict_songs``; its read + TileModel actor-pool map alone (no grouping);
+    and its per-song ``groupby().map_groups`` alone, on the materialised map output, with
+    Ray Data's default hash-shuffle partitions and with one partition."""
+    import ray
+
+    from genre_batch.artifacts import published_ingest, published_model_run
+    from genre_batch.layout import RootLayout
+    from genre_batch.storage import filesystem, join, pyarrow_filesystem
+    from genre_batch.tables import read_frame
+    from pipelines.inference import TileModel, pool_group, predict_songs
+
+    layout = RootLayout(root)
+    ingest = published_ingest(root)
+    songs = read_frame(ingest.songs_uri)
+    shards = sorted(set(songs.loc[songs["relative_path"].isin(added), "tiles_file"]))
+    uris = [join(layout.ingest_area, shard) for shard in shards]
+    model_uri = layout.model_file(published_model_run(root))
+    features = ingest.feature_config
+    seconds: dict[str, float] = {"shards": len(uris)}
+
+    started = time.perf_counter()
+    predict_songs(uris, model_uri, features)
+    seconds["predict_songs"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    fs, _ = pyarrow_filesystem(uris[0])
+    tiles = ray.data.read_parquet([filesystem(uri)[1] for uri in uris], filesystem=fs,
+                                  columns=["song_id", "tile", "label", "split"])
+    outputs = tiles.map_batches(
+        TileModel, fn_constructor_kwargs={"model_uri": model_uri, "features": features.to_dict(), "use_gpu": False},
+        batch_size=64, batch_format="numpy", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1), num_cpus=1,
+    ).materialize()
+    seconds["read_and_actor_map"] = time.perf_counter() - started
+    default_partitions = ray.data.DataContext.get_current().default_hash_shuffle_parallelism
+    # Alternated, twice each, so that neither variant alone profits from workers the other started.
+    variants = ((f"groupby_{default_partitions}_partitions", None), ("groupby_1_partition", 1))
+    for attempt in (1, 2):
+        for label, partitions in variants:
+            started = time.perf_counter()
+            outputs.groupby("song_id", num_partitions=partitions).map_groups(pool_group, batch_format="numpy").to_pandas()
+            seconds[f"{label}_run{attempt}"] = time.perf_counter() - started
     return seconds
 
 
@@ -339,7 +391,7 @@ def machine() -> dict[str, str]:
 
 
 def row(label: str, seconds: float | None, note: str = "") -> str:
-    shown = "-" if seconds is None else f"{seconds:8.2f}"
+    shown = "-" if seconds is None else f"{seconds:8.3f}" if label.startswith("    ") else f"{seconds:8.2f}"
     return f"| {label:<58} | {shown:>8} | {note} |"
 
 
@@ -433,7 +485,8 @@ def print_tables(steps: dict[str, Step], summary: dict[str, Any], probe: dict[st
         lines += [
             "",
             f"Probe: the {int(probe['songs'])} new songs ({int(probe['tiles'])} tiles) in this process, no Ray: "
-            f"decode+tile+write {probe['decode_tile_write']:.2f} s (nightly ingest stage {night.get('ingest', 0):.2f} s); "
+            f"decode+tile+write {probe['decode_tile_write_cold']:.2f} s on the first call in a process (numba code "
+            f"loaded), {probe['decode_tile_write_warm']:.2f} s after (nightly ingest stage {night.get('ingest', 0):.2f} s); "
             f"model load {probe['model_load']:.2f} s + embed+pool {probe['embed_and_pool']:.2f} s "
             f"(nightly embed_songs {calls_b.get('embed_songs', 0):.2f} s)",
         ]
@@ -442,7 +495,8 @@ def print_tables(steps: dict[str, Step], summary: dict[str, Any], probe: dict[st
     return lines
 
 
-def recommendations(steps: dict[str, Step], summary: dict[str, Any], probe: dict[str, float] | None) -> list[str]:
+def recommendations(steps: dict[str, Step], summary: dict[str, Any], probe: dict[str, float] | None,
+                    investigation: dict[str, float] | None) -> list[str]:
     """Where the nightly's time goes, and what the ratio would be on a bigger catalogue."""
     night = steps["nightly"].notes["seconds"]
     parts = {stage: night.get(stage, 0.0) for stage in NIGHTLY_STAGES if stage != "index"}
@@ -466,9 +520,15 @@ def recommendations(steps: dict[str, Step], summary: dict[str, Any], probe: dict
     if probe:
         lines.append(
             f"Fixed costs of Ray for {int(probe['songs'])} files: ingest stage {night.get('ingest', 0):.2f} s vs "
-            f"{probe['decode_tile_write']:.2f} s in process; embed_songs "
+            f"{probe['decode_tile_write_cold']:.2f} s in process (first call); embed_songs "
             f"{steps['nightly'].calls.get('embed_songs', 0):.2f} s vs "
             f"{probe['model_load'] + probe['embed_and_pool']:.2f} s in process (model load included).")
+    if investigation:
+        grouped = {k: v for k, v in investigation.items() if k.startswith("groupby_")}
+        lines.append(
+            f"embed_songs on the new songs alone: read + TileModel actor pool (worker start, torch import, model "
+            f"load) {investigation['read_and_actor_map']:.2f} s; per-song groupby "
+            + ", ".join(f"{v:.2f} s ({k.removeprefix('groupby_').replace('_', ' ')})" for k, v in grouped.items()))
     return lines
 
 
@@ -516,6 +576,7 @@ def main(args: argparse.Namespace) -> int:
                                                                             args.files_per_task))
         steps["full_index"] = timed("(a) full index", lambda: full_index(str(root_b), index_config))
         probe = None if args.no_probe else probe_in_process(str(root_a), added, catalogue, work / "probe")
+        investigation = investigate_embed(str(root_a), added) if args.investigate else None
         check(steps, n_added, args.songs)
         info["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -523,13 +584,13 @@ def main(args: argparse.Namespace) -> int:
         summary = summarise(steps, n_added, args.songs + n_added)
         tables = print_tables(steps, summary, probe)
         print()
-        advice = recommendations(steps, summary, probe)
+        advice = recommendations(steps, summary, probe, investigation)
         for line in advice:
             print(f"- {line}")
         print(f"\nuptime after: {info['uptime_after']}")
         if args.json:
             Path(args.json).write_text(json.dumps({
-                "machine": info, "args": vars(args), "summary": summary, "probe": probe,
+                "machine": info, "args": vars(args), "summary": summary, "probe": probe, "investigation": investigation,
                 "steps": {name: dataclasses.asdict(step) for name, step in steps.items()},
                 "tables": tables, "recommendations": advice,
             }, indent=2, default=str))

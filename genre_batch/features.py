@@ -11,6 +11,9 @@ from functools import lru_cache
 
 import librosa
 import numpy as np
+import scipy.fft
+import scipy.signal
+import scipy.sparse
 
 from genre_batch.config import FeatureConfig
 from genre_batch.errors import AudioTooShortError
@@ -29,18 +32,29 @@ def mel_filterbank(config: FeatureConfig) -> np.ndarray:
     )
 
 
+@lru_cache(maxsize=8)
+def _sparse_filterbank(config: FeatureConfig) -> scipy.sparse.csr_matrix:
+    # 99 % of the filterbank is zeros: a sparse product is ~2x faster than the dense one.
+    return scipy.sparse.csr_matrix(mel_filterbank(config))
+
+
+@lru_cache(maxsize=8)
+def _window(n_fft: int) -> np.ndarray:
+    return scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)  # periodic, as librosa
+
+
 def mel_power(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Mel power spectrogram [n_mels, frames] (centred Hann STFT, power 2)."""
-    stft = librosa.stft(
-        np.asarray(samples, dtype=np.float32),
-        n_fft=config.n_fft,
-        hop_length=config.hop_length,
-        window="hann",
-        center=True,
-        pad_mode="constant",
-    )
-    power = stft.real**2 + stft.imag**2
-    return mel_filterbank(config) @ power
+    """Mel power spectrogram [n_mels, frames]: centred (zero-padded) periodic-Hann STFT, power 2.
+
+    The same numbers as ``librosa.feature.melspectrogram(center=True, pad_mode="constant")``,
+    computed with one float32 ``rfft`` over strided frames and a sparse filterbank.
+    """
+    half = config.n_fft // 2
+    padded = np.pad(np.asarray(samples, dtype=np.float32), half)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, config.n_fft)[:: config.hop_length]
+    spectrum = scipy.fft.rfft(frames * _window(config.n_fft), axis=1)  # [frames, 1 + n_fft/2]
+    power = spectrum.real**2 + spectrum.imag**2
+    return np.asarray(_sparse_filterbank(config) @ power.T, dtype=np.float32)
 
 
 def power_to_db(power: np.ndarray, config: FeatureConfig) -> np.ndarray:

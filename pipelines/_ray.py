@@ -33,7 +33,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # env var as the job's ("Failed to merge the Job's runtime env"), so pass none.
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env_vars}, **kwargs)
+        # Local workers inherit this process's environment (NUMBA_CACHE_DIR included); a
+        # runtime_env would make Ray discard its pre-started workers and start new ones.
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
     quiet_ray_data()
     resources = ray.cluster_resources()
     logger.info(

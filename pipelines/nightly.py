@@ -172,7 +172,9 @@ def publish_ingest_version(
     return IngestVersion(layout, version, manifest)
 
 
-def retrain_if_better(root: str, layout: RootLayout, version: str, report: NightlyReport, address: str | None) -> None:
+def retrain_if_better(
+    root: str, layout: RootLayout, version: str, report: NightlyReport, train_config: TrainConfig, address: str | None
+) -> None:
     """Train on the grown set; publish only if validation song accuracy is not worse."""
     from pipelines.train import run_train
 
@@ -181,7 +183,9 @@ def retrain_if_better(root: str, layout: RootLayout, version: str, report: Night
         current = read_json(layout.model_metrics(current_run))["valid"]["song_accuracy"]
     except FileNotFoundError:
         current_run, current = None, None
-    result = run_train(root, TrainConfig(), run=f"cnn-{version}", address=address, publish_model=False)
+    # A name of its own: reusing "cnn-<ingest version>" would resume the current model's run.
+    candidate_run = f"{train_config.model.name}-{version}-nightly-{report.run_id}"
+    result = run_train(root, train_config, run=candidate_run, address=address, publish_model=False)
     candidate = result.metrics["valid"]["song_accuracy"]
     better = current is None or (candidate == candidate and (current != current or candidate >= current))
     rule = "published if its validation song accuracy >= the current model's"
@@ -308,6 +312,7 @@ def run_nightly(
     use_gpu: bool = False,
     address: str | None = None,
     local_max_tiles: int = 2000,
+    train_config: TrainConfig | None = None,
 ) -> NightlyReport:
     from pipelines._ray import ensure_ray
     from pipelines.index import ModelInUse, embed_songs, publish_index
@@ -369,7 +374,7 @@ def run_nightly(
         report.counts = {**diff.counts(), "failed": len(diff.still_failed)}
 
     if retrain:
-        retrain_if_better(root, layout, ingest.version, report, address)
+        retrain_if_better(root, layout, ingest.version, report, train_config or TrainConfig(), address)
         since = clock.lap("train", since)
 
     try:
@@ -428,6 +433,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="decode earlier failures again even if unchanged")
     parser.add_argument("--retrain", action="store_true",
                         help="train a new model first; publish it only if valid song accuracy is not worse")
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="epochs of a --retrain run")
     parser.add_argument("--keep", type=int, default=3, help="versions of ingest and index to keep")
     parser.add_argument("--files-per-task", type=int, default=8, help="files per Ray task = per tile shard")
     parser.add_argument("--gpu", action="store_true", help="run inference on GPUs")
@@ -438,6 +444,7 @@ def from_args(args: argparse.Namespace) -> NightlyReport:
     return run_nightly(
         args.catalogue, args.root, labels=args.labels, retry_failed=args.retry_failed, retrain=args.retrain,
         keep=args.keep, files_per_task=args.files_per_task, use_gpu=args.gpu, address=args.address,
+        train_config=TrainConfig(epochs=args.epochs, use_gpu=args.gpu),
     )
 
 

@@ -102,6 +102,18 @@ def test_training_outputs(trained):
     assert glob.glob(f"{layout.model_dir(run)}/confusion_*.png")
 
 
+def test_rerunning_a_training_run_resumes_it(trained):
+    """Same command, more epochs: the run continues from its last checkpoint, not from zero."""
+    layout = trained["layout"]
+    run = latest_version(layout.models_area, "model")
+    before = read_json(layout.model_metrics(run))["history"]
+    assert main(["train", "--root", trained["root"], "--epochs", "3", "--batch-size", "16"]) == 0
+    after = read_json(layout.model_metrics(run))["history"]
+    assert latest_version(layout.models_area, "model") == run
+    assert [h["epoch"] for h in after] == [1, 2, 3]
+    assert after[:2] == before  # the first two epochs were not trained again
+
+
 def test_index_outputs(indexed):
     layout = indexed["layout"]
     version = latest_version(layout.index_area, "index")

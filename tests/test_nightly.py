@@ -155,6 +155,26 @@ def test_new_model_re_embeds_every_song(grown):
     assert len(index.predictions) == len(songs_table(root))
 
 
+def test_retrain_is_published_only_if_not_worse(grown):
+    from genre_batch.config import TrainConfig
+
+    layout = RootLayout(grown["root"])
+    current = latest_version(layout.models_area, "model")
+    current_accuracy = read_json(layout.model_metrics(current))["valid"]["song_accuracy"]
+    report = run_nightly(str(grown["catalogue"]), grown["root"], retrain=True,
+                         train_config=TrainConfig(epochs=1, batch_size=16, seed=5))
+    assert report.retrain and "validation song accuracy >=" in report.retrain
+    candidate = f"cnn-{report.ingest_version}-nightly-{report.run_id}"
+    assert candidate in report.retrain
+    candidate_accuracy = read_json(layout.model_metrics(candidate))["valid"]["song_accuracy"]
+    if candidate_accuracy >= current_accuracy:
+        assert report.retrain.startswith("published") and report.model_run == candidate
+        assert "model" in report.published and "index" in report.published  # new model: re-embedded
+    else:
+        assert report.retrain.startswith("kept") and report.model_run == current
+        assert "model" not in report.published
+
+
 def test_run_reports_and_runs_table(grown, capsys):
     assert main(["nightly", "--catalogue", str(grown["catalogue"]), "--root", grown["root"]]) == 0
     assert "published nothing (no change)" in capsys.readouterr().out
