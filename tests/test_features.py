@@ -53,6 +53,15 @@ def test_default_geometry_is_the_documented_one() -> None:
     assert CONFIG.tile_seconds == pytest.approx(256 * 512 / 22_050)
 
 
+def test_mel_filterbank_equals_librosa() -> None:
+    from genre_batch.features import mel_filterbank
+
+    for config in (CONFIG, FeatureConfig(n_mels=128, fmin=30.0, fmax=8000.0), FeatureConfig(sample_rate=16_000, fmax=8000.0)):
+        expected = librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
+                                       fmin=config.fmin, fmax=config.fmax)
+        np.testing.assert_allclose(mel_filterbank(config), expected, rtol=1e-5, atol=1e-9)
+
+
 def test_mel_db_matches_librosa() -> None:
     samples = noisy_sine(440.0, 6.0, SR)
     reference = librosa.power_to_db(
