@@ -1,11 +1,28 @@
-"""Shared fixtures: one local Ray (2 CPUs) per test session, isolated from the user's ~/.ray."""
+"""Shared fixtures: a real S3 server per session, a private local Ray (2 CPUs) per module."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
+
+
+@contextmanager
+def environ_set(values: dict[str, str]) -> Iterator[None]:
+    """Set these environment variables, and put back what was there (or nothing) afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="session")
@@ -19,15 +36,9 @@ def s3_server(tmp_path_factory):
     from tests.servers import start_s3_server
 
     server = start_s3_server(str(tmp_path_factory.mktemp("s3") / "moto.log"))
-    saved = {key: os.environ.get(key) for key in server.env}
-    os.environ.update(server.env)
-    yield server
+    with environ_set(server.env):
+        yield server
     server.stop()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
@@ -35,25 +46,23 @@ def ray_local(s3_server):
     """A private local Ray with 2 CPUs per test module (modules that start their own
     cluster must not see a second Ray instance), with the S3 server's environment.
 
-    Ray 2.60 writes an auth token under $HOME; a temporary HOME keeps tests from touching
-    the developer's, and a short temp dir keeps Ray's socket paths under the OS limit.
+    Token auth off, knowingly: a throwaway Ray on loopback. With Ray 2.60's default (token
+    on), the first ``ray.init`` sets RAY_AUTH_MODE=token in this process and caches the token
+    of that HOME in C++, so a later module's Ray under a new HOME finds no token and its GCS
+    aborts. The CLI tests that run in subprocesses keep Ray's default. A temporary HOME keeps
+    tests away from the developer's ~/.ray, a short temp dir keeps socket paths under the limit.
     """
     import ray
 
-    home = tempfile.mkdtemp(prefix="gb-home-")
-    temp_dir = tempfile.mkdtemp(prefix="gb-ray-", dir="/tmp")
-    previous_home = os.environ.get("HOME")
-    os.environ["HOME"] = home
     os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "genre-batch-numba-cache"))
     from pipelines._ray import quiet_ray_data
 
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, logging_level="ERROR",
-             runtime_env={"env_vars": {"NUMBA_CACHE_DIR": os.environ["NUMBA_CACHE_DIR"]}})
-    quiet_ray_data()
-    yield ray
-    ray.shutdown()
-    if previous_home is not None:
-        os.environ["HOME"] = previous_home
+    with environ_set({"HOME": tempfile.mkdtemp(prefix="gb-home-"), "RAY_AUTH_MODE": "disabled"}):
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="gb-ray-", dir="/tmp"),
+                 logging_level="ERROR", runtime_env={"env_vars": {"NUMBA_CACHE_DIR": os.environ["NUMBA_CACHE_DIR"]}})
+        quiet_ray_data()
+        yield ray
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

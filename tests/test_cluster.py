@@ -43,19 +43,23 @@ def cluster(s3_server, tmp_path_factory):
     # The nodes run with this virtualenv activated, as a cluster image has its Python first
     # on PATH: the jobs' `python -m pipelines...` must find the installed dependencies.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, **s3_server.env, "HOME": str(home), "PYTHONUNBUFFERED": "1", "PATH": path}
+    # RAY_AUTH_MODE=disabled, knowingly: a throwaway cluster on 127.0.0.1 inside the test, and
+    # `ray start` in Ray 2.60 refuses to start with token auth on but no token in a fresh HOME.
+    env = {**os.environ, **s3_server.env, "HOME": str(home), "PYTHONUNBUFFERED": "1", "PATH": path,
+           "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     port, dashboard = free_port(), free_port()
-    head = ray_cli(env, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}",
-                   "--dashboard-host=127.0.0.1", "--num-cpus=2", "--node-ip-address=127.0.0.1",
-                   f"--temp-dir={temp_dir}", "--disable-usage-stats")
-    assert head.returncode == 0, head.stdout + head.stderr
-    worker = ray_cli(env, "start", f"--address=127.0.0.1:{port}", "--num-cpus=2",
-                     "--node-ip-address=127.0.0.1", "--disable-usage-stats")
     try:
+        head = ray_cli(env, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}",
+                       "--dashboard-host=127.0.0.1", "--num-cpus=2", "--node-ip-address=127.0.0.1",
+                       f"--temp-dir={temp_dir}", "--disable-usage-stats")
+        assert head.returncode == 0, head.stdout + head.stderr
+        worker = ray_cli(env, "start", f"--address=127.0.0.1:{port}", "--num-cpus=2",
+                         "--node-ip-address=127.0.0.1", "--disable-usage-stats")
         assert worker.returncode == 0, worker.stdout + worker.stderr
         yield {"env": env, "address": f"http://127.0.0.1:{dashboard}", "gcs": f"127.0.0.1:{port}"}
     finally:
+        # `ray stop` stops every Ray of this user on the machine: CI runs nothing else.
         ray_cli(env, "stop", "--force", timeout=120)
 
 
