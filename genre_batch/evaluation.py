@@ -42,6 +42,18 @@ def split_metrics(frame: pd.DataFrame, labels: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def replaces_current(candidate: float, current: float | None) -> bool:
+    """The retraining rule: a candidate model replaces the current one only when its
+    validation song accuracy, scored on the same songs, is a number and not below the
+    current model's. With no current model (or one that could not be scored: NaN) any
+    scored candidate is taken."""
+    if current is None:
+        return True
+    if candidate != candidate:  # NaN: the candidate could not be scored
+        return False
+    return current != current or candidate >= current
+
+
 def save_plots(directory_uri: str, plots: dict[str, Any]) -> list[str]:
     """Render plots locally (matplotlib needs files) and upload them next to the numbers.
 

@@ -50,6 +50,10 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def object_store_bytes() -> float:
+    return float(ray.cluster_resources().get("object_store_memory", 0.0))
+
+
 def cluster_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 

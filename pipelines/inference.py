@@ -19,6 +19,10 @@ from genre_batch.tiles import tiles_from_binary
 
 logger = logging.getLogger(__name__)
 
+# Up to this many tiles, inference runs in the calling process: starting Ray workers, a model
+# actor and a shuffle costs seconds, the work itself milliseconds (measured in RESULTS.md).
+LOCAL_MAX_TILES = 2000
+
 
 class TileModel:
     """Ray Data callable class: tile blobs -> class probabilities + embeddings."""
@@ -157,3 +161,34 @@ def predict_songs_locally(
         pooled = pool_group({key: value[mask] for key, value in tiles.items()})
         rows.append({key: value[0] for key, value in pooled.items()})
     return pd.DataFrame(rows)
+
+
+def runs_locally(songs: pd.DataFrame, use_gpu: bool, local_max_tiles: int = LOCAL_MAX_TILES) -> bool:
+    """Whether ``predict_songs_of`` serves these songs in this process (no Ray needed)."""
+    return int(songs["n_tiles"].sum()) <= local_max_tiles and not use_gpu
+
+
+def predict_songs_of(
+    songs: pd.DataFrame,
+    ingest_area: str,
+    model_uri: str,
+    features: FeatureConfig,
+    *,
+    use_gpu: bool = False,
+    batch_size: int = 64,
+    splits: tuple[str, ...] | None = None,
+    local_max_tiles: int = LOCAL_MAX_TILES,
+) -> pd.DataFrame:
+    """Pooled outputs of these songs (rows of a songs table): in this process when their tiles
+    are few and no GPU is asked for, else Ray Data batch inference over their shards.
+
+    ``splits`` narrows what the Ray Data path reads when the songs are those of some splits.
+    """
+    from genre_batch.storage import join
+
+    shards = [join(ingest_area, name) for name in sorted(set(songs["tiles_file"]))]
+    wanted = set(songs["song_id"])
+    if runs_locally(songs, use_gpu, local_max_tiles):
+        return predict_songs_locally(shards, model_uri, features, wanted, batch_size=batch_size)
+    pooled = predict_songs(shards, model_uri, features, splits=splits, use_gpu=use_gpu, batch_size=batch_size)
+    return pooled[pooled["song_id"].isin(wanted)].reset_index(drop=True)

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from genre_batch import schemas
-from genre_batch.artifacts import IngestVersion, code_version, published_ingest, published_index
+from genre_batch.artifacts import IngestVersion, code_version, published_index, published_ingest, published_model_run
 from genre_batch.catalogue import CatalogueFile, list_catalogue
 from genre_batch.config import IndexConfig, SplitConfig, TrainConfig
 from genre_batch.errors import NotPublishedError
@@ -55,6 +55,7 @@ from genre_batch.storage import (
     write_json,
 )
 from genre_batch.tables import read_frame, write_rows
+from pipelines.inference import LOCAL_MAX_TILES
 
 logger = logging.getLogger(__name__)
 
@@ -172,31 +173,37 @@ def publish_ingest_version(
     return IngestVersion(layout, version, manifest)
 
 
+RETRAIN_RULE = "published if its validation song accuracy >= the current model's, both scored on this ingest's validation songs"
+
+
 def retrain_if_better(
-    root: str, layout: RootLayout, version: str, report: NightlyReport, train_config: TrainConfig, address: str | None
+    root: str, layout: RootLayout, ingest: IngestVersion, report: NightlyReport, train_config: TrainConfig,
+    address: str | None,
 ) -> None:
-    """Train on the grown set; publish only if validation song accuracy is not worse."""
-    from pipelines.train import run_train
+    """Train on the grown set; publish only if it is not worse than the current model."""
+    from genre_batch.evaluation import replaces_current
+    from pipelines.train import run_train, validation_song_accuracy
 
     try:
-        current_run = read_bytes(join(layout.models_area, "LATEST")).decode().strip()
-        current = read_json(layout.model_metrics(current_run))["valid"]["song_accuracy"]
-    except FileNotFoundError:
-        current_run, current = None, None
+        current_run: str | None = published_model_run(root)
+    except NotPublishedError:
+        current_run = None
     # A name of its own: reusing "cnn-<ingest version>" would resume the current model's run.
-    candidate_run = f"{train_config.model.name}-{version}-nightly-{report.run_id}"
+    candidate_run = f"{train_config.model.name}-{ingest.version}-nightly-{report.run_id}"
     result = run_train(root, train_config, run=candidate_run, address=address, publish_model=False)
-    candidate = result.metrics["valid"]["song_accuracy"]
-    better = current is None or (candidate == candidate and (current != current or candidate >= current))
-    rule = "published if its validation song accuracy >= the current model's"
-    if better:
+    candidate = float(result.metrics["valid"]["song_accuracy"])
+    # Scored again on today's validation songs: the number stored with the current model was
+    # measured on an older, smaller validation set.
+    current = (None if current_run is None
+               else validation_song_accuracy(ingest, layout.model_file(current_run), train_config.use_gpu))
+    scores = f"candidate {result.run} {candidate:.3f}, current {current_run} " + (
+        "none" if current is None else f"{current:.3f}")
+    if replaces_current(candidate, current):
         publish(layout.models_area, result.run)
         report.published.append("model")
-        report.retrain = (f"published {result.run}: valid song accuracy {candidate:.3f} vs "
-                          f"{current if current is None else round(current, 3)} ({current_run}); {rule}")
+        report.retrain = f"published {result.run}: valid song accuracy {scores}; {RETRAIN_RULE}"
     else:
-        report.retrain = (f"kept {current_run}: candidate {result.run} valid song accuracy {candidate:.3f} "
-                          f"< {current:.3f}; {rule}")
+        report.retrain = f"kept {current_run}: valid song accuracy {scores}; {RETRAIN_RULE}"
 
 
 def pooled_from_predictions(predictions: pd.DataFrame, song_ids: set[str]) -> pd.DataFrame:
@@ -311,12 +318,12 @@ def run_nightly(
     index_config: IndexConfig = IndexConfig(),
     use_gpu: bool = False,
     address: str | None = None,
-    local_max_tiles: int = 2000,
+    local_max_tiles: int = LOCAL_MAX_TILES,
     train_config: TrainConfig | None = None,
 ) -> NightlyReport:
     from pipelines._ray import ensure_ray
     from pipelines.index import ModelInUse, embed_songs, publish_index
-    from pipelines.inference import predict_songs_locally
+    from pipelines.inference import predict_songs_of, runs_locally
     from pipelines.ingest import ingest_locally, run_files
 
     clock = Stopwatch()
@@ -374,7 +381,7 @@ def run_nightly(
         report.counts = {**diff.counts(), "failed": len(diff.still_failed)}
 
     if retrain:
-        retrain_if_better(root, layout, ingest.version, report, train_config or TrainConfig(), address)
+        retrain_if_better(root, layout, ingest, report, train_config or TrainConfig(), address)
         since = clock.lap("train", since)
 
     try:
@@ -396,13 +403,11 @@ def run_nightly(
             else:
                 stale = delta.stale
                 stale_rows = current_songs[current_songs["song_id"].isin(stale)]
-                shards = [join(layout.ingest_area, s) for s in sorted(set(stale_rows["tiles_file"]))]
-                if int(stale_rows["n_tiles"].sum()) <= local_max_tiles and not use_gpu:
-                    fresh = predict_songs_locally(shards, model.uri, ingest.feature_config, stale)
-                else:
+                if not runs_locally(stale_rows, use_gpu, local_max_tiles):
                     ensure_ray(address)
-                    fresh = embed_songs(ingest, model, shards, index_config, use_gpu)
-                fresh = fresh[fresh["song_id"].isin(stale)]
+                fresh = predict_songs_of(stale_rows, layout.ingest_area, model.uri, ingest.feature_config,
+                                         use_gpu=use_gpu, batch_size=index_config.batch_size,
+                                         local_max_tiles=local_max_tiles)
                 stored = read_frame(current_index.predictions_uri)
                 reused = set(current_songs["song_id"]) - stale
                 pooled = pd.concat([pooled_from_predictions(stored, reused), fresh], ignore_index=True)

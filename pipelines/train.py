@@ -19,7 +19,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -218,18 +218,33 @@ def label_vocabulary(songs: pd.DataFrame) -> list[str]:
     return labels
 
 
-def tile_datasets(ingest: IngestVersion, labels: list[str]) -> dict[str, Any]:
+# Splits whose tiles take less than this share of the object store are read once and kept
+# there (Ray Train's advice for small datasets): otherwise every epoch re-runs the Parquet
+# read, which on a small catalogue costs more than the epoch itself.
+IN_MEMORY_SHARE = 0.2
+
+
+def tile_datasets(ingest: IngestVersion, labels: list[str], songs: pd.DataFrame) -> dict[str, Any]:
+    """Ray Data datasets of the labelled train and valid tiles, cached in memory when small."""
     import ray
     from ray.data.expressions import col
+
+    from pipelines._ray import object_store_bytes
 
     fs, _ = pyarrow_filesystem(ingest.tile_uris[0])
     paths = [filesystem(uri)[1] for uri in ingest.tile_uris]
     tiles = ray.data.read_parquet(paths, filesystem=fs, columns=["tile", "label", "split"])
-    # Arrow-native predicates: no Python call per tile.
-    return {
-        split: tiles.filter(expr=(col("split") == split) & col("label").is_in(labels))
-        for split in ("train", "valid")
-    }
+    used = songs["split"].isin(["train", "valid"]) & songs["label"].isin(labels)
+    in_memory = int(songs.loc[used, "n_tiles"].sum()) * ingest.feature_config.tile_bytes <= (
+        IN_MEMORY_SHARE * object_store_bytes()
+    )
+    datasets = {}
+    for split in ("train", "valid"):
+        # Arrow-native predicates: no Python call per tile.
+        dataset = tiles.filter(expr=(col("split") == split) & col("label").is_in(labels))
+        datasets[split] = dataset.materialize() if in_memory else dataset
+    logger.info("tiles %s", "cached in the object store" if in_memory else "streamed from storage each epoch")
+    return datasets
 
 
 def run_train(
@@ -286,7 +301,7 @@ def run_train(
                 num_to_keep=2, checkpoint_score_attribute="valid_accuracy", checkpoint_score_order="max"
             ),
         ),
-        datasets=tile_datasets(ingest, labels),
+        datasets=tile_datasets(ingest, labels, songs),
         dataset_config=DataConfig(datasets_to_split=["train", "valid"]),
     )
     result = trainer.fit()
@@ -330,6 +345,31 @@ def run_train(
     )
 
 
+def score_songs(
+    ingest: IngestVersion, songs: pd.DataFrame, labels: Sequence[str], model_uri: str,
+    splits: tuple[str, ...], use_gpu: bool,
+) -> pd.DataFrame:
+    """The songs of these splits with the model's pooled outputs, ``predicted`` and ``confidence``."""
+    from genre_batch.evaluation import add_predicted
+    from pipelines.inference import predict_songs_of
+
+    chosen = songs[songs["split"].isin(list(splits))]
+    pooled = predict_songs_of(chosen, ingest.layout.ingest_area, model_uri, ingest.feature_config,
+                              use_gpu=use_gpu, splits=splits)
+    return add_predicted(pooled.merge(chosen[["song_id", "label", "split"]], on="song_id"), list(labels))
+
+
+def validation_song_accuracy(ingest: IngestVersion, model_uri: str, use_gpu: bool = False) -> float:
+    """Song accuracy of a trained model on the validation songs of this ingest version."""
+    from genre_batch.checkpoint import load_model_bundle
+    from genre_batch.evaluation import split_metrics
+    from genre_batch.storage import read_bytes
+
+    labels = load_model_bundle(read_bytes(model_uri)).labels
+    frame = score_songs(ingest, read_frame(ingest.songs_uri), labels, model_uri, ("valid",), use_gpu)
+    return float(split_metrics(frame, labels)["song_accuracy"])
+
+
 def evaluate_model(
     ingest: IngestVersion,
     songs: pd.DataFrame,
@@ -341,13 +381,9 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Valid/test tile and song accuracy of a trained model, with its plots beside it."""
     from genre_batch import plots
-    from genre_batch.evaluation import add_predicted, save_plots, split_metrics
-    from pipelines.inference import predict_songs
+    from genre_batch.evaluation import save_plots, split_metrics
 
-    pooled = predict_songs(
-        ingest.tile_uris, model_uri, ingest.feature_config, splits=("valid", "test"), use_gpu=use_gpu
-    )
-    frame = add_predicted(pooled.merge(songs[["song_id", "label", "split"]], on="song_id"), labels)
+    frame = score_songs(ingest, songs, labels, model_uri, ("valid", "test"), use_gpu)
     metrics: dict[str, Any] = {
         split: split_metrics(frame[frame["split"] == split], labels) for split in ("valid", "test")
     }

@@ -95,3 +95,20 @@ def test_unknown_rule_report_empty() -> None:
     report = unknown_rule_report([], [], np.array([]), threshold=0.5)
     assert report.n == 0 and math.isnan(report.coverage) and math.isnan(report.accuracy_all)
     json.dumps(report.to_dict())
+
+
+@pytest.mark.parametrize(
+    ("candidate", "current", "replaces"),
+    [
+        (0.8, None, True),  # no current model: take the first scored one
+        (0.8, 0.7, True),  # better
+        (0.7, 0.7, True),  # equal: "not worse"
+        (0.6, 0.7, False),  # worse
+        (float("nan"), 0.7, False),  # a candidate that could not be scored never wins
+        (0.1, float("nan"), True),  # a current model that could not be scored is replaced
+    ],
+)
+def test_retraining_rule(candidate: float, current: float | None, replaces: bool) -> None:
+    from genre_batch.evaluation import replaces_current
+
+    assert replaces_current(candidate, current) is replaces

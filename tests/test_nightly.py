@@ -12,6 +12,7 @@ import soundfile
 
 import pipelines.index
 from genre_batch.answers import PublishedIndex
+from genre_batch.artifacts import published_ingest
 from genre_batch.cli import main
 from genre_batch.layout import RootLayout
 from genre_batch.storage import latest_version, read_json
@@ -43,13 +44,35 @@ def songs_table(root: str) -> pd.DataFrame:
     return pd.read_parquet(layout.songs_table(latest_version(layout.ingest_area, "ingest")))
 
 
+def publish_untrained_model(root: str, run: str) -> None:
+    """Publish a freshly initialised CNN for the catalogue's genres, as `train` would publish
+    a trained one: what the nightly does with a model does not depend on its quality."""
+    import torch
+
+    from genre_batch.checkpoint import checkpoint_state, save_checkpoint
+    from genre_batch.config import ModelConfig
+    from genre_batch.models import build_model
+    from genre_batch.storage import publish
+    from genre_batch.tables import read_frame
+    from pipelines.train import label_vocabulary
+
+    ingest = published_ingest(root)
+    labels = label_vocabulary(read_frame(ingest.songs_uri))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(), len(labels))
+    state = checkpoint_state(model, None, labels, ingest.feature_config, ModelConfig(), 0, {}, [])
+    layout = RootLayout(root)
+    save_checkpoint(state, layout.model_file(run))
+    publish(layout.models_area, run)
+
+
 @pytest.fixture(scope="module")
 def grown(tmp_path_factory, ray_local):
     base = tmp_path_factory.mktemp("nightly")
     catalogue, root = base / "catalogue", str(base / "root")
     write_catalogue(catalogue, n_songs=14, seed=21, min_duration_s=12.0, max_duration_s=13.0)
     assert main(["ingest", "--catalogue", str(catalogue), "--root", root, "--files-per-task", "4"]) == 0
-    assert main(["train", "--root", root, "--epochs", "1", "--batch-size", "16"]) == 0
+    publish_untrained_model(root, "untrained")  # training itself is proven in test_chain
     assert main(["index", "--root", root, "--n-trees", "5"]) == 0
     return {"catalogue": catalogue, "root": root}
 
@@ -145,34 +168,56 @@ def test_interrupted_publish_leaves_previous_version_live(grown, monkeypatch):
     assert new_id in set(PublishedIndex(root).predictions["song_id"])
 
 
-def test_new_model_re_embeds_every_song(grown):
-    root = grown["root"]
-    assert main(["train", "--root", root, "--epochs", "1", "--batch-size", "16", "--run", "second", "--seed", "1"]) == 0
-    report = run_nightly(str(grown["catalogue"]), root)
-    assert report.published == ["index"] and report.model_run == "second"
-    index = PublishedIndex(root)
-    assert index.version.manifest["model_run"] == "second"
-    assert len(index.predictions) == len(songs_table(root))
+def publish_constant_model(root: str, run: str, genre: str) -> None:
+    """Publish a copy of the live model that answers ``genre`` for every tile: a current
+    model whose validation accuracy is known in advance (0 when no validation song has it)."""
+    import torch
+
+    from genre_batch.checkpoint import load_checkpoint_state, save_checkpoint
+    from genre_batch.storage import publish
+
+    layout = RootLayout(root)
+    state = load_checkpoint_state(layout.model_file(latest_version(layout.models_area, "model")))
+    weights = state["model_state"]
+    weights["head.2.weight"] = torch.zeros_like(weights["head.2.weight"])
+    weights["head.2.bias"] = torch.full_like(weights["head.2.bias"], -10.0)
+    weights["head.2.bias"][state["labels"].index(genre)] = 10.0
+    save_checkpoint(state, layout.model_file(run))
+    publish(layout.models_area, run)
 
 
-def test_retrain_is_published_only_if_not_worse(grown):
+def test_retrain_publishes_a_better_model_and_re_embeds_every_song(grown):
+    """--retrain against a current model that is certainly worse: the candidate is published,
+    and because the model changed every song is embedded again with it."""
+    import numpy as np
+
     from genre_batch.config import TrainConfig
+    from pipelines.train import validation_song_accuracy
 
-    layout = RootLayout(grown["root"])
-    current = latest_version(layout.models_area, "model")
-    current_accuracy = read_json(layout.model_metrics(current))["valid"]["song_accuracy"]
-    report = run_nightly(str(grown["catalogue"]), grown["root"], retrain=True,
+    root = grown["root"]
+    layout = RootLayout(root)
+    songs = songs_table(root)
+    before = PublishedIndex(root)
+    absent = sorted(set(before.model.labels) - set(songs.loc[songs["split"] == "valid", "label"]))
+    assert absent, "the fixture's validation songs must leave some genre out"
+    publish_constant_model(root, "constant", absent[0])
+    assert validation_song_accuracy(published_ingest(root), layout.model_file("constant")) == 0.0
+
+    report = run_nightly(str(grown["catalogue"]), root, retrain=True,
                          train_config=TrainConfig(epochs=1, batch_size=16, seed=5))
-    assert report.retrain and "validation song accuracy >=" in report.retrain
     candidate = f"cnn-{report.ingest_version}-nightly-{report.run_id}"
-    assert candidate in report.retrain
-    candidate_accuracy = read_json(layout.model_metrics(candidate))["valid"]["song_accuracy"]
-    if candidate_accuracy >= current_accuracy:
-        assert report.retrain.startswith("published") and report.model_run == candidate
-        assert "model" in report.published and "index" in report.published  # new model: re-embedded
-    else:
-        assert report.retrain.startswith("kept") and report.model_run == current
-        assert "model" not in report.published
+    assert report.retrain.startswith(f"published {candidate}") and "current constant 0.000" in report.retrain
+    assert "both scored on this ingest's validation songs" in report.retrain  # the rule, printed
+    assert report.model_run == candidate and latest_version(layout.models_area, "model") == candidate
+    assert report.published == ["model", "index"]
+    after = PublishedIndex(root)
+    assert after.version.manifest["model_run"] == candidate
+    assert len(after.predictions) == len(songs)
+    # Every song's vector comes from the new model: none equals its previous embedding.
+    old = before.predictions.set_index("song_id")["embedding"]
+    new = after.predictions.set_index("song_id")["embedding"]
+    for song_id in songs["song_id"]:
+        assert not np.allclose(np.asarray(new[song_id]), np.asarray(old[song_id]), atol=1e-4), song_id
 
 
 def test_run_reports_and_runs_table(grown, capsys):
