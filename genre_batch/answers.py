@@ -97,9 +97,12 @@ class PublishedIndex:
 
     @cached_property
     def model(self) -> ModelBundle:
-        # By run name within this root, so a copied or moved root keeps working.
-        model_uri = self.version.layout.model_file(self.version.manifest["model_run"])
-        bundle = load_model_bundle(read_bytes(model_uri))
+        # The copy inside the version: the model that made these embeddings, even after its
+        # training run was resumed or replaced. Relative to the root, so a moved root works.
+        data = read_bytes(self.version.layout.index_model_file(self.version.version))
+        if hashlib.sha256(data).hexdigest() != self.version.manifest["model_sha256"]:
+            raise GenreBatchError(f"index {self.version.version}: model.pt does not match its manifest")
+        bundle = load_model_bundle(data)
         ensure_same_features(self.version.feature_config, bundle.feature_config, "the index's model")
         return bundle
 

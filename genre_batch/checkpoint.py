@@ -244,6 +244,18 @@ def load_model_bundle(
     )
 
 
+def ensure_resumable(state: Mapping[str, Any], labels: Sequence[str], feature_config: FeatureConfig) -> None:
+    """A run resumes only on the same label vocabulary and tiles: class ids are positions in
+    the vocabulary, so a grown or reordered one would silently relabel the trained head."""
+    stored = [str(label) for label in state["labels"]]
+    if stored != list(labels):
+        raise CheckpointError(
+            f"cannot resume: the run was trained on genres {stored}, the published tiles have {list(labels)}; "
+            "start a new run (--run NAME)"
+        )
+    ensure_same_features(FeatureConfig.from_dict(state["feature_config"]), feature_config, "the published tiles")
+
+
 def restore_training_state(
     state: Mapping[str, Any],
     model: nn.Module,

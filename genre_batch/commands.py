@@ -7,7 +7,10 @@ CLI and the cluster entry points cannot drift apart.
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
 
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]
 
@@ -69,10 +72,14 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     index = PublishedIndex(args.root)
     report = index.evaluate(k=args.k)
-    # Additive: the published files of the version are never modified.
-    write_json(join(index.version.layout.evaluation_dir(index.version.version), "metrics.json"),
-               _clean_json(report))
     _emit(report, args.json, format_evaluation(report, args.k))
+    # Kept beside the version (additive: its published files are never modified), and only
+    # when the root is writable: an analyst with read-only credentials still gets the numbers.
+    target = join(index.version.layout.evaluation_dir(index.version.version), "metrics.json")
+    try:
+        write_json(target, _clean_json(report))
+    except OSError as exc:  # StorageError is one
+        logger.warning("metrics not saved to %s: %s", target, exc)
 
 
 def _clean_json(value: Any) -> Any:
@@ -240,8 +247,7 @@ def _demo(args: argparse.Namespace) -> None:
         f"tile accuracy {_num(test['tile_accuracy'])}, genre precision@10 {_num(test['genre_precision_at_10'])}"
     )
     print(format_evaluation(report, 10))
-    test_songs = published.predictions[published.predictions["split"] == "test"]
-    examples = test_songs.groupby("label", sort=True).head(1).head(3)
+    examples = demo_examples(published.predictions, 3)
     for song in examples.itertuples():
         print(f"\nsimilar to {song.song_id} [{song.label}] {song.path}:")
         for n in published.similar_to_song(song.song_id, 5):
@@ -252,6 +258,16 @@ def _demo(args: argparse.Namespace) -> None:
             r=root, s=examples.iloc[0].song_id if len(examples) else "<song_id>"
         )
     )
+
+
+def demo_examples(predictions: Any, n: int) -> Any:
+    """Songs to show `similar` for: test songs of different genres first, then other test
+    songs, then any song, so a small demo still shows ``n`` answers."""
+    order = predictions.assign(
+        _not_test=predictions["split"] != "test",
+        _nth_of_genre=predictions.groupby(["split", "label"], dropna=False).cumcount(),
+    ).sort_values(["_not_test", "_nth_of_genre", "label", "song_id"], kind="stable")
+    return order.drop(columns=["_not_test", "_nth_of_genre"]).head(n)
 
 
 COMMANDS.update(

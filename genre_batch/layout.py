@@ -11,6 +11,7 @@
     <root>/models/LATEST                           name of the published training run
     <root>/index/<version>/songs.ann               Annoy (angular) index, item id = row of predictions
     <root>/index/<version>/predictions.parquet     per-song embedding, genre, confidence, item id
+    <root>/index/<version>/model.pt                copy of the model that made these embeddings
     <root>/index/<version>/manifest.json           model, ingest version, threshold, configs
     <root>/index/LATEST                            name of the published index version
 """
@@ -76,6 +77,9 @@ class RootLayout:
 
     def predictions_table(self, version: str) -> str:
         return join(self.index_dir(version), "predictions.parquet")
+
+    def index_model_file(self, version: str) -> str:
+        return join(self.index_dir(version), "model.pt")
 
     def index_manifest(self, version: str) -> str:
         return join(self.index_dir(version), "manifest.json")

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import tempfile
@@ -31,7 +32,7 @@ from genre_batch.evaluation import add_predicted, save_plots
 from genre_batch.index import SongIndex
 from genre_batch.layout import RootLayout
 from genre_batch.pooling import UNKNOWN, choose_threshold
-from genre_batch.storage import check_writable, new_version, publish, read_bytes, upload_file, write_json
+from genre_batch.storage import check_writable, new_version, publish, read_bytes, upload_file, write_bytes, write_json
 from genre_batch.tables import read_frame, write_rows
 
 logger = logging.getLogger(__name__)
@@ -94,15 +95,21 @@ class ModelInUse:
     run: str
     uri: str
     bundle: Any  # genre_batch.checkpoint.ModelBundle
+    data: bytes  # the checkpoint as read: the index keeps a copy of exactly these bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
 
     @classmethod
     def published(cls, layout: RootLayout, ingest: Any) -> "ModelInUse":
         run = published_model_run(layout.root)
         uri = layout.model_file(run)
-        bundle = load_model_bundle(read_bytes(uri))
+        data = read_bytes(uri)
+        bundle = load_model_bundle(data)
         # The model must have been trained on tiles made exactly like these.
         ensure_same_features(bundle.feature_config, ingest.feature_config, f"ingest {ingest.version}")
-        return cls(run, uri, bundle)
+        return cls(run, uri, bundle, data)
 
 
 def embed_songs(ingest: Any, model: ModelInUse, tile_uris: list[str], config: IndexConfig, use_gpu: bool) -> pd.DataFrame:
@@ -152,6 +159,9 @@ def publish_index(
         local = os.path.join(tmp, "songs.ann")
         index.save(local)
         upload_file(local, layout.annoy_file(version))
+    # The version carries the model that made its embeddings: resuming or retraining the run
+    # later rewrites models/<run>/model.pt, and `similar --audio` must keep matching the index.
+    write_bytes(layout.index_model_file(version), model.data)
     save_plots(
         layout.index_dir(version),
         {
@@ -165,6 +175,7 @@ def publish_index(
         "version": version,
         "model_run": model.run,
         "model": model.uri,
+        "model_sha256": model.sha256,
         "ingest_version": ingest.version,
         "labels": labels,
         "feature_config": ingest.feature_config.to_dict(),
@@ -174,7 +185,7 @@ def publish_index(
         "n_trees": config.n_trees,
         "songs": len(rows),
         "threshold": threshold.to_dict(),
-        "files": {"annoy": "songs.ann", "predictions": "predictions.parquet"},
+        "files": {"annoy": "songs.ann", "predictions": "predictions.parquet", "model": "model.pt"},
         "code_version": code_version(),
     }
     write_json(layout.index_manifest(version), manifest)

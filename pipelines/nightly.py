@@ -30,7 +30,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,7 @@ from genre_batch.ingest import rewrite_shard_without
 from genre_batch.layout import RootLayout
 from genre_batch.storage import (
     check_writable,
+    latest_version,
     filesystem,
     join,
     list_prefix,
@@ -56,6 +57,9 @@ from genre_batch.storage import (
 )
 from genre_batch.tables import read_frame, write_rows
 from pipelines.inference import LOCAL_MAX_TILES
+
+if TYPE_CHECKING:
+    from pipelines.index import ModelInUse
 
 logger = logging.getLogger(__name__)
 
@@ -232,13 +236,13 @@ class IndexDelta:
         return not (self.stale or self.removed)
 
 
-def index_delta(layout: RootLayout, index: Any, songs: pd.DataFrame, model_run: str) -> IndexDelta | None:
+def index_delta(layout: RootLayout, index: Any, songs: pd.DataFrame, model: "ModelInUse") -> IndexDelta | None:
     """Compare the published index with the songs table (by song id and content hash).
 
-    None means every song must be embedded: no index yet, another model, or the index's
-    ingest version is no longer readable.
+    None means every song must be embedded: no index yet, another model (another run, or
+    the same run resumed: other weights), or the index's ingest version is no longer readable.
     """
-    if index is None or index.manifest["model_run"] != model_run:
+    if index is None or (index.manifest["model_run"], index.manifest.get("model_sha256")) != (model.run, model.sha256):
         return None
     try:
         indexed = read_frame(layout.songs_table(index.manifest["ingest_version"]), ["song_id", "content_hash"])
@@ -253,15 +257,23 @@ def index_delta(layout: RootLayout, index: Any, songs: pd.DataFrame, model_run: 
     return IndexDelta(stale=stale, removed=in_index - set(songs["song_id"]))
 
 
+def version_names(area_uri: str) -> list[str]:
+    """Version directories of an area, oldest first (names start with their UTC time)."""
+    return sorted(n for n in list_prefix(area_uri) if n[:1].isdigit())
+
+
+def live_version(area_uri: str) -> str | None:
+    try:
+        return latest_version(area_uri, "version")
+    except NotPublishedError:
+        return None
+
+
 def prune_versions(area_uri: str, keep: int, referenced: set[str] = frozenset()) -> list[str]:
     """Delete version directories beyond the newest ``keep``, never the published one nor one
     whose files a kept version still references. Returns what was deleted."""
-    names = [n for n in list_prefix(area_uri) if n[:1].isdigit()]
-    try:
-        live = read_bytes(join(area_uri, "LATEST")).decode().strip()
-    except FileNotFoundError:
-        live = None
-    deletable = [n for n in sorted(names)[:-keep] if n != live and n not in referenced] if keep > 0 else []
+    live = live_version(area_uri)
+    deletable = [n for n in version_names(area_uri)[:-keep] if n != live and n not in referenced] if keep > 0 else []
     for name in deletable:
         fs, path = filesystem(join(area_uri, name))
         fs.rm(path, recursive=True)
@@ -270,14 +282,23 @@ def prune_versions(area_uri: str, keep: int, referenced: set[str] = frozenset())
 
 
 def referenced_ingest_versions(layout: RootLayout, keep: int) -> set[str]:
-    """Ingest versions whose shards the newest ``keep`` manifests (or the live one) use."""
-    names = [n for n in list_prefix(layout.ingest_area) if n[:1].isdigit()]
+    """Ingest versions that must stay: the live one, the newest ``keep``, those that the kept
+    index versions were built from (``similar --audio`` and the next nightly read their songs
+    tables), and every version whose tile shards one of these uses."""
+    needed = set(version_names(layout.ingest_area)[-keep:]) | {live_version(layout.ingest_area)}
+    kept_indexes = set(version_names(layout.index_area)[-keep:]) | {live_version(layout.index_area)}
+    for name in kept_indexes - {None}:
+        try:
+            needed.add(read_json(layout.index_manifest(name))["ingest_version"])
+        except FileNotFoundError:  # an interrupted, unpublished version: nothing reads it
+            continue
     used: set[str] = set()
-    for name in sorted(names)[-keep:]:
+    for name in needed - {None}:
         try:
             manifest = read_json(layout.ingest_manifest(name))
-        except FileNotFoundError:  # an unpublished, interrupted version: nothing references it
+        except FileNotFoundError:
             continue
+        used.add(name)
         used.update(path.split("/", 1)[0] for path in manifest["files"]["tiles"])
     return used
 
@@ -395,7 +416,7 @@ def run_nightly(
         except NotPublishedError:
             current_index = None
         current_songs = read_frame(ingest.songs_uri)
-        delta = index_delta(layout, current_index, current_songs, model.run)
+        delta = index_delta(layout, current_index, current_songs, model)
         if delta is None or not delta.up_to_date:
             if delta is None:  # new model (or no usable index): every song
                 ensure_ray(address)

@@ -71,7 +71,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from ray.train import Checkpoint
     from ray.train.torch import get_device, prepare_model
 
-    from genre_batch.checkpoint import checkpoint_state, load_checkpoint_state, restore_training_state, save_checkpoint
+    from genre_batch.checkpoint import (
+        checkpoint_state, ensure_resumable, load_checkpoint_state, restore_training_state, save_checkpoint,
+    )
     from genre_batch.models import TileAugment, build_model, tiles_to_input
 
     # Ray Train V2 echoes a worker's print() twice; its log records reach the driver once.
@@ -101,6 +103,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if checkpoint:
         with checkpoint.as_directory() as directory:
             state = load_checkpoint_state(os.path.join(directory, CHECKPOINT_FILE))
+        ensure_resumable(state, labels, features)
         start_epoch = restore_training_state(state, model, optimizer)
         history = list(state.get("history", []))
         if rank == 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -10,13 +12,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import soundfile
 
 from genre_batch import schemas
+from genre_batch.answers import PublishedIndex
 from genre_batch.cli import main
 from genre_batch.config import FeatureConfig
 from genre_batch.layout import RootLayout
 from genre_batch.storage import latest_version, read_json
-from genre_batch.synth import GENRES, plan_catalogue, render_song, write_catalogue
+from genre_batch.synth import BROKEN_FILE_NAME, GENRES, plan_catalogue, render_song
 
 pytestmark = pytest.mark.slow
 
@@ -29,46 +33,61 @@ def run_cli(capsys, *argv: str) -> str:
     return out
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory, ray_local):
-    """Run the chain once on a small catalogue; tests below inspect what it left."""
-    base = tmp_path_factory.mktemp("chain")
-    catalogue, root = base / "catalogue", base / "root"
-    summary = write_catalogue(catalogue, n_songs=24, seed=3, min_duration_s=12.0, max_duration_s=16.0)
-    return {"catalogue": catalogue, "root": str(root), "summary": summary, "base": base}
+DEMO_SONGS, DEMO_SEED = 24, 3
 
 
 @pytest.fixture(scope="module")
-def ingested(chain):
-    code = main(["ingest", "--catalogue", str(chain["catalogue"]), "--root", chain["root"], "--files-per-task", "6"])
-    assert code == 0
-    layout = RootLayout(chain["root"])
+def demo(tmp_path_factory, ray_local):
+    """`genre-batch demo` once on a small catalogue (README command 1, smaller); the tests
+    below inspect what it printed and left, and run the other commands against it."""
+    root = tmp_path_factory.mktemp("demo")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["demo", "--root", str(root), "--songs", str(DEMO_SONGS), "--epochs", "2",
+                     "--seed", str(DEMO_SEED)])
+    assert code == 0, printed.getvalue()
+    layout = RootLayout(str(root))
     version = latest_version(layout.ingest_area, "ingest")
-    return {**chain, "layout": layout, "version": version, "manifest": read_json(layout.ingest_manifest(version))}
+    return {
+        "root": str(root),
+        "catalogue": root / "catalogue",
+        "output": printed.getvalue(),
+        "layout": layout,
+        "version": version,
+        "manifest": read_json(layout.ingest_manifest(version)),
+    }
 
 
-@pytest.fixture(scope="module")
-def trained(ingested):
-    assert main(["train", "--root", ingested["root"], "--epochs", "2", "--batch-size", "16"]) == 0
-    return ingested
+def test_demo_prints_what_the_readme_promises(demo):
+    out = demo["output"]
+    counts = demo["manifest"]["counts"]
+    assert f"ingested: {DEMO_SONGS} songs, {counts['tiles']} tiles, 1 errors" in out
+    assert "test songs: " in out and "song accuracy " in out
+    assert out.count("\nsimilar to ") == 3
+    labels = pd.read_csv(demo["catalogue"] / "labels.csv")
+    assert len(labels) == DEMO_SONGS and set(labels["genre"]) <= set(GENRES)
 
 
-@pytest.fixture(scope="module")
-def indexed(trained):
-    assert main(["index", "--root", trained["root"], "--n-trees", "10"]) == 0
-    return trained
+def test_synth_command_writes_the_planned_catalogue(tmp_path, capsys):
+    out = run_cli(capsys, "synth", "--out", str(tmp_path), "--songs", "2", "--seed", str(DEMO_SEED))
+    assert "wrote 2 songs" in out and "1 deliberately broken file" in out
+    planned = sorted(song.relative_path for song in plan_catalogue(2, seed=DEMO_SEED))
+    assert sorted(pd.read_csv(tmp_path / "labels.csv")["path"]) == planned
+    for path in planned:
+        assert soundfile.info(str(tmp_path / path)).format == "MP3"
+    assert (tmp_path / GENRES[0] / BROKEN_FILE_NAME).exists()
 
 
-def test_ingest_tables(ingested):
-    layout, version, manifest = ingested["layout"], ingested["version"], ingested["manifest"]
+def test_ingest_tables(demo):
+    layout, version, manifest = demo["layout"], demo["version"], demo["manifest"]
     songs = pq.read_table(layout.songs_table(version))
     errors = pd.read_parquet(layout.errors_table(version))
     assert songs.schema.remove_metadata() == schemas.SONGS.remove_metadata()
     songs = songs.to_pandas()
-    assert len(songs) == ingested["summary"].songs
+    assert len(songs) == DEMO_SONGS
     # The deliberately broken file is an error row with its reason, and nothing else failed.
-    assert errors["relative_path"].tolist() == [p for p in ingested["summary"].broken_files]
-    assert errors["stage"].tolist() == ["decode"]
+    assert errors["relative_path"].tolist() == [f"{GENRES[0]}/{BROKEN_FILE_NAME}"]
+    assert errors["stage"].tolist() == ["decode"] and errors["message"].str.contains("could not decode").all()
     assert set(songs["label"]) == set(GENRES)
     # No artist (and so no song) is on two sides of the split.
     assert songs.groupby("artist")["split"].nunique().max() == 1
@@ -86,8 +105,8 @@ def test_ingest_tables(ingested):
     assert schemas.feature_config_of(shard) == config
 
 
-def test_training_outputs(trained):
-    layout = trained["layout"]
+def test_training_outputs(demo):
+    layout = demo["layout"]
     run = latest_version(layout.models_area, "model")
     metrics = read_json(layout.model_metrics(run))
     assert len(metrics["history"]) == 2
@@ -102,24 +121,24 @@ def test_training_outputs(trained):
     assert glob.glob(f"{layout.model_dir(run)}/confusion_*.png")
 
 
-def test_rerunning_a_training_run_resumes_it(trained):
+def test_rerunning_a_training_run_resumes_it(demo):
     """Same command, more epochs: the run continues from its last checkpoint, not from zero."""
-    layout = trained["layout"]
+    layout = demo["layout"]
     run = latest_version(layout.models_area, "model")
     before = read_json(layout.model_metrics(run))["history"]
-    assert main(["train", "--root", trained["root"], "--epochs", "3", "--batch-size", "16"]) == 0
+    assert main(["train", "--root", demo["root"], "--epochs", "3"]) == 0
     after = read_json(layout.model_metrics(run))["history"]
     assert latest_version(layout.models_area, "model") == run
     assert [h["epoch"] for h in after] == [1, 2, 3]
     assert after[:2] == before  # the first two epochs were not trained again
 
 
-def test_index_outputs(indexed):
-    layout = indexed["layout"]
+def test_index_outputs(demo):
+    layout = demo["layout"]
     version = latest_version(layout.index_area, "index")
     manifest = read_json(layout.index_manifest(version))
     predictions = pd.read_parquet(layout.predictions_table(version))
-    songs = pd.read_parquet(layout.songs_table(indexed["version"]))
+    songs = pd.read_parquet(layout.songs_table(demo["version"]))
     assert sorted(predictions["song_id"]) == sorted(songs["song_id"])
     assert predictions["item_id"].tolist() == list(range(len(predictions)))
     vectors = np.stack(predictions["embedding"].to_numpy())
@@ -132,24 +151,37 @@ def test_index_outputs(indexed):
     assert predictions["top_genres"].map(len).eq(3).all()
 
 
-def test_similar_and_classify(indexed, capsys, tmp_path):
-    root = indexed["root"]
-    predictions = pd.read_parquet(indexed["layout"].predictions_table(latest_version(indexed["layout"].index_area, "")))
+def test_similar_and_classify(demo, capsys, tmp_path):
+    root = demo["root"]
+    predictions = pd.read_parquet(demo["layout"].predictions_table(latest_version(demo["layout"].index_area, "")))
     query = predictions.iloc[0]
     answer = json.loads(run_cli(capsys, "similar", "--root", root, "--song", query.song_id, "-k", "5", "--json"))
     ids = [n["song_id"] for n in answer["neighbours"]]
     assert len(ids) == 5 and query.song_id not in ids
     sims = [n["similarity"] for n in answer["neighbours"]]
     assert sims == sorted(sims, reverse=True)
+    by_song = predictions.set_index("song_id")
+    for neighbour in answer["neighbours"]:
+        assert neighbour["genre"] == by_song.loc[neighbour["song_id"], "label"]  # labelled: its label
+        assert neighbour["genre_source"] == "label" and neighbour["path"] == by_song.loc[neighbour["song_id"], "path"]
 
-    # A catalogue file as --audio: itself excluded, and its embedding equals the indexed one.
+    # A catalogue file as --audio: itself excluded, and featurised exactly as ingest did, so
+    # its embedding and genre are the indexed ones.
     answer = json.loads(run_cli(capsys, "similar", "--root", root, "--audio", query.path, "-k", "3", "--json"))
     assert query.song_id not in [n["song_id"] for n in answer["neighbours"]]
+    fresh = PublishedIndex(root).analyse_audio(query.path)
+    assert float(np.dot(fresh.embedding, np.asarray(query.embedding))) > 0.9999
+    classified = json.loads(run_cli(capsys, "classify", "--root", root, query.path, "--json"))[0]
+    assert classified["predicted"] == query.predicted
+    assert classified["confidence"] == pytest.approx(query.confidence, abs=1e-4)
+
+    # A song id that is not in the index: exit 1 and a one-line reason, no traceback.
+    capsys.readouterr()
+    assert main(["similar", "--root", root, "--song", "no-such-song"]) == 1
+    assert "no-such-song" in capsys.readouterr().err
 
     # A new song, never ingested: classify answers with a genre (or unknown) and top-3.
     import dataclasses
-
-    import soundfile
 
     song = dataclasses.replace(plan_catalogue(1, seed=999)[0], duration_s=14.0, sample_rate=22050)
 
@@ -166,8 +198,8 @@ def test_similar_and_classify(indexed, capsys, tmp_path):
     assert "error" in results[1] and "broken.mp3" in captured.err
 
 
-def test_evaluate(indexed, capsys):
-    report = json.loads(run_cli(capsys, "evaluate", "--root", indexed["root"], "--json"))
+def test_evaluate(demo, capsys):
+    report = json.loads(run_cli(capsys, "evaluate", "--root", demo["root"], "--json"))
     for split in ("valid", "test"):
         assert set(report[split]) >= {"song_accuracy", "tile_accuracy", "per_genre", "unknown_rule",
                                       "genre_precision_at_10"}
@@ -179,7 +211,7 @@ def test_cli_help_runs_without_ray():
     assert out.returncode == 0 and "similar" in out.stdout
 
 
-def test_analyst_notebook_runs_on_the_outputs(indexed, monkeypatch):
+def test_analyst_notebook_runs_on_the_outputs(demo, monkeypatch):
     """Every code cell of notebooks/explore_outputs.ipynb runs against a real root."""
     import matplotlib
 
@@ -187,7 +219,7 @@ def test_analyst_notebook_runs_on_the_outputs(indexed, monkeypatch):
     from pathlib import Path
 
     notebook = json.loads((Path(__file__).parents[1] / "notebooks" / "explore_outputs.ipynb").read_text())
-    monkeypatch.setenv("GENRE_BATCH_ROOT", indexed["root"])
+    monkeypatch.setenv("GENRE_BATCH_ROOT", demo["root"])
     namespace: dict = {"display": lambda value: None}
     cells = [c for c in notebook["cells"] if c["cell_type"] == "code"]
     assert cells

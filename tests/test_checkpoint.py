@@ -17,6 +17,7 @@ from genre_batch.checkpoint import (
     CheckpointFormatError,
     ModelBundle,
     checkpoint_state,
+    ensure_resumable,
     load_checkpoint_state,
     load_model_bundle,
     restore_training_state,
@@ -261,3 +262,15 @@ def test_model_config_mismatch_on_restore(trained) -> None:
     other = build_model(ModelConfig(channels=(8, 16, 32, 32)), len(LABELS))
     with pytest.raises(ConfigMismatchError, match="do not fit"):
         restore_training_state(state, other, None)
+
+
+def test_resume_needs_the_same_genres_and_tiles(trained) -> None:
+    model, _ = trained
+    state = make_state(model, None)
+    ensure_resumable(state, LABELS, FEATURES)  # the same run, nothing changed
+    with pytest.raises(CheckpointError, match="cannot resume.*--run"):
+        ensure_resumable(state, ("blues", "metal", "jazz"), FEATURES)  # reordered: ids would shift
+    with pytest.raises(CheckpointError, match="cannot resume"):
+        ensure_resumable(state, LABELS + ("pop",), FEATURES)  # grown
+    with pytest.raises(ConfigMismatchError, match="hop_length"):
+        ensure_resumable(state, LABELS, FeatureConfig(hop_length=256))

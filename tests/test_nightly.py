@@ -71,7 +71,12 @@ def grown(tmp_path_factory, ray_local):
     base = tmp_path_factory.mktemp("nightly")
     catalogue, root = base / "catalogue", str(base / "root")
     write_catalogue(catalogue, n_songs=14, seed=21, min_duration_s=12.0, max_duration_s=13.0)
-    assert main(["ingest", "--catalogue", str(catalogue), "--root", root, "--files-per-task", "4"]) == 0
+    # Labels from the files' own ID3 genre tags, as for a personal library; the nightly runs
+    # keep the label source of the published ingest.
+    assert main(["ingest", "--catalogue", str(catalogue), "--root", root, "--files-per-task", "4",
+                 "--labels", "tags"]) == 0
+    songs = songs_table(root)
+    assert (songs["label_source"] == "tags").all() and songs["label"].notna().all()
     publish_untrained_model(root, "untrained")  # training itself is proven in test_chain
     assert main(["index", "--root", root, "--n-trees", "5"]) == 0
     return {"catalogue": catalogue, "root": root}
@@ -135,6 +140,38 @@ def test_touching_a_file_decodes_nothing(grown):
     report = run_nightly(str(grown["catalogue"]), grown["root"])
     assert report.tiles_written == 0 and report.counts["changed"] == 0
     assert "index" not in report.published  # nothing the index holds changed
+
+
+def test_retention_keeps_what_the_live_index_reads(grown):
+    """Nightly runs that publish only ingest versions (touched files) must not prune the
+    ingest version the live index was built from: `similar --audio` reads its songs table."""
+    from pipelines.nightly import version_names
+
+    root, layout = grown["root"], RootLayout(grown["root"])
+    songs = songs_table(root)
+
+    def touch_and_run(i: int):
+        path = grown["catalogue"] / songs.iloc[i].relative_path
+        path.write_bytes(path.read_bytes())  # same bytes, new mtime: a new ingest version only
+        return run_nightly(str(grown["catalogue"]), root, keep=2)
+
+    # An index built on an ingest version that owns no tile shards (a touch-only version), so
+    # only the index's reference keeps it: a new model makes the nightly re-index on it.
+    assert touch_and_run(0).published == ["ingest"]
+    publish_untrained_model(root, "untrained-2")
+    assert run_nightly(str(grown["catalogue"]), root, keep=2).published == ["index"]
+    index_ingest = PublishedIndex(root).version.manifest["ingest_version"]
+    assert not any(path.startswith(index_ingest) for path in read_json(layout.ingest_manifest(index_ingest))["files"]["tiles"])
+    pruned = []
+    for i in range(1, 5):
+        report = touch_and_run(i)
+        assert report.published == ["ingest"]
+        pruned += report.pruned
+    assert any("/ingest/" in uri for uri in pruned)  # retention did remove ingest versions
+    assert index_ingest in version_names(layout.ingest_area)
+    query = songs.iloc[5]
+    _, neighbours = PublishedIndex(root).similar_to_audio(query.path, 3)
+    assert len(neighbours) == 3 and query.song_id not in [n.song_id for n in neighbours]
 
 
 def test_failed_files_retried_only_when_asked(grown):
