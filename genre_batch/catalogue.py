@@ -30,6 +30,7 @@ class CatalogueFile:
     label_source: str
     artist: str | None
     split_override: str | None
+    etag: str | None = None  # object stores only; with size and mtime it tells when a file changed
 
 
 def list_catalogue(catalogue_uri: str, labels: str = "folder") -> list[CatalogueFile]:
@@ -68,7 +69,8 @@ def list_catalogue(catalogue_uri: str, labels: str = "folder") -> list[Catalogue
                 uri=info.uri,
                 relative_path=relative,
                 size_bytes=info.size,
-                mtime=info.mtime or info.etag,
+                mtime=info.mtime,
+                etag=info.etag or None,
                 label=label,
                 label_source=mode if label else "none",
                 artist=artist,

@@ -1,15 +1,16 @@
 """What changed in a catalogue since the last ingest: pure bookkeeping for the nightly job.
 
-A file is *unchanged* when its size and modification time (or ETag) match the songs table;
-when they differ its content hash decides, so a file that was merely touched or copied is
-not decoded again. Files that failed before are retried only when they changed, or when
-asked to.
+A file is *unchanged* when its size, modification time and (on object stores) ETag match
+the songs table; when one differs its content hash decides, so a file that was merely
+touched or copied is not decoded again. Files that failed before are retried only when they
+changed, or when asked to; a file that could not even be *read* (storage trouble, not the
+file's fault) is always retried.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -23,7 +24,7 @@ class CatalogueDiff:
     retried: list[CatalogueFile] = field(default_factory=list)  # failed before, decoded again
     removed: list[str] = field(default_factory=list)  # song ids no longer in the catalogue
     unchanged: list[str] = field(default_factory=list)  # song ids kept as they are
-    touched: dict[str, str] = field(default_factory=dict)  # song id -> new mtime (same bytes)
+    touched: dict[str, CatalogueFile] = field(default_factory=dict)  # song id -> listing (same bytes)
     still_failed: list[str] = field(default_factory=list)  # relative paths whose error row is kept
 
     @property
@@ -45,6 +46,12 @@ class CatalogueDiff:
         }
 
 
+def same_listing(row: Any, file: CatalogueFile) -> bool:
+    """Whether a table row (song or error) was listed with this file's size, mtime and ETag."""
+    stored_etag = row.etag if isinstance(row.etag, str) else None  # a pandas null is NaN
+    return row.size_bytes == file.size_bytes and row.mtime == file.mtime and stored_etag == file.etag
+
+
 def diff_catalogue(
     listing: Sequence[CatalogueFile],
     songs: pd.DataFrame,
@@ -64,16 +71,16 @@ def diff_catalogue(
         listed.add(file.relative_path)
         song = known.get(file.relative_path)
         if song is not None:
-            if song.size_bytes == file.size_bytes and song.mtime == file.mtime:
+            if same_listing(song, file):
                 diff.unchanged.append(song.song_id)
             elif content_hash(file) == song.content_hash:
                 diff.unchanged.append(song.song_id)
-                diff.touched[song.song_id] = file.mtime
+                diff.touched[song.song_id] = file
             else:
                 diff.changed.append(file)
             continue
         error = failed.get(file.relative_path)
-        if error is not None and not retry_failed and error.size_bytes == file.size_bytes and error.mtime == file.mtime:
+        if error is not None and not retry_failed and error.stage != "read" and same_listing(error, file):
             diff.still_failed.append(file.relative_path)
         elif error is not None:
             diff.retried.append(file)

@@ -2,7 +2,7 @@
 grown catalogue, paying only for what is new.
 
 1. List the catalogue and compare it with the published songs/errors tables
-   (genre_batch.incremental): new, changed (size/mtime, confirmed by content hash), removed,
+   (genre_batch.incremental): new, changed (size/mtime/ETag, confirmed by content hash), removed,
    unchanged files; earlier failures are retried only when they changed (or --retry-failed).
 2. Decode and tile only new and changed files (the Ray Data ingest stage). Unchanged songs
    keep their tile shards; a shard that also held removed/replaced songs is copied without
@@ -120,8 +120,9 @@ def carry_over_songs(
     """Rows of songs that stay, pointing at shards that hold no dropped song."""
     dropped = set(diff.removed) | {s.song_id for s in diff.changed}
     kept = songs[~songs["song_id"].isin(dropped)].copy()
-    if diff.touched:
-        kept["mtime"] = [diff.touched.get(sid, m) for sid, m in zip(kept["song_id"], kept["mtime"])]
+    for column in ("mtime", "etag"):  # touched files: same bytes, new listing facts
+        kept[column] = [getattr(diff.touched[sid], column) if sid in diff.touched else value
+                        for sid, value in zip(kept["song_id"], kept[column])]
     dirty = set(songs.loc[songs["song_id"].isin(dropped), "tiles_file"])
     for shard in sorted(dirty & set(kept["tiles_file"])):
         new_file, _ = rewrite_shard_without(
