@@ -14,7 +14,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from genre_batch import schemas
 from genre_batch.catalogue import CatalogueFile
@@ -24,7 +23,8 @@ from genre_batch.errors import AudioDecodeError, AudioTooShortError
 from genre_batch.features import SongTiles, featurise
 from genre_batch.labels import read_tags
 from genre_batch.splits import assign_split, split_key
-from genre_batch.storage import join, pyarrow_filesystem
+from genre_batch.storage import join
+from genre_batch.tables import read_table, write_table
 
 logger = logging.getLogger(__name__)
 
@@ -139,11 +139,10 @@ def write_tile_shard(
     if table.num_rows == 0:
         return None
     name = f"part-{uuid.uuid4().hex[:16]}.parquet"
-    fs, path = pyarrow_filesystem(join(tiles_dir_uri, name))
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    uri = join(tiles_dir_uri, name)
     started = time.perf_counter()
     # Tiles are already uint8 images; zstd level 3 shrinks them ~25% at little CPU cost.
-    pq.write_table(table, path, filesystem=fs, compression="zstd", row_group_size=256)
+    write_shard(table, uri)
     logger.debug("wrote %s (%d tiles) in %.2fs", name, table.num_rows, time.perf_counter() - started)
     for outcome in outcomes:
         if outcome.song is not None:
@@ -169,13 +168,15 @@ def rewrite_shard_without(
     """
     import pyarrow.compute as pc
 
-    fs, path = pyarrow_filesystem(source_uri)
-    table = pq.read_table(path, filesystem=fs)
+    table = read_table(source_uri)
     kept = table.filter(pc.invert(pc.is_in(table["song_id"], pa.array(sorted(drop_song_ids), pa.string()))))
     if kept.num_rows == 0:
         return None, 0
     name = f"part-{uuid.uuid4().hex[:16]}.parquet"
-    out_fs, out_path = pyarrow_filesystem(join(tiles_dir_uri, name))
-    out_fs.create_dir(out_path.rsplit("/", 1)[0], recursive=True)
-    pq.write_table(kept, out_path, filesystem=out_fs, compression="zstd", row_group_size=256)
+    write_shard(kept, join(tiles_dir_uri, name))
     return f"{shard_prefix}{name}", kept.num_rows
+
+
+def write_shard(table: pa.Table, uri: str) -> None:
+    """A tile shard: zstd, row groups of 256 tiles (~16 MiB) so readers can stream it."""
+    write_table(table, uri, row_group_size=256)

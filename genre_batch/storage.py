@@ -14,8 +14,9 @@ import logging
 import os
 import secrets
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import fsspec
 import pyarrow.fs as pafs
@@ -60,9 +61,31 @@ def relative_to(uri: str, root: str) -> str:
     return uri[len(root.rstrip("/")) + 1 :]
 
 
-# botocore's adaptive retry mode: exponential back-off with jitter on throttling, 5xx and
-# connection errors, plus client-side rate limiting when the store keeps throttling.
-S3_RETRIES = {"max_attempts": int(os.environ.get("GENRE_BATCH_S3_MAX_ATTEMPTS", "10")), "mode": "adaptive"}
+@contextmanager
+def storage_errors(action: str, uri: str) -> Iterator[None]:
+    """Turn what a filesystem raises into one named error that says what failed where:
+    ``MissingObjectError`` for a missing object, ``StorageError`` for the rest (access
+    denied, no such bucket, retries exhausted). Never a credential: only the URI and the
+    store's own message."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except FileNotFoundError as exc:
+        raise MissingObjectError(f"{uri} does not exist ({exc})") from exc
+    except OSError as exc:  # botocore's and pyarrow's errors arrive as OSError subclasses
+        raise StorageError(f"could not {action} {uri}: {exc}") from exc
+
+
+def s3_retries() -> dict[str, Any]:
+    """Retries of every S3 call: by default botocore's adaptive mode with 10 attempts
+    (exponential back-off with jitter on throttling, 5xx and connection errors, plus
+    client-side rate limiting while the store keeps throttling). The standard AWS variables
+    ``AWS_RETRY_MODE`` and ``AWS_MAX_ATTEMPTS`` override it, as for any AWS client."""
+    return {
+        "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "10")),
+        "mode": os.environ.get("AWS_RETRY_MODE", "adaptive"),
+    }
 
 
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -73,7 +96,7 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     nothing here sees or logs a credential.
     """
     uri = normalise_uri(uri)
-    options = {"config_kwargs": {"retries": S3_RETRIES}} if uri.startswith(("s3://", "s3a://")) else {}
+    options = {"config_kwargs": {"retries": s3_retries()}} if uri.startswith(("s3://", "s3a://")) else {}
     fs, path = fsspec.core.url_to_fs(uri, **options)
     return fs, path
 
@@ -88,24 +111,20 @@ def pyarrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
-    return bool(fs.exists(path))
+    with storage_errors("look up", uri):
+        return bool(fs.exists(path))
 
 
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
-    try:
-        with fs.open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError as exc:
-        raise MissingObjectError(f"{uri} does not exist ({exc})") from exc
-    except OSError as exc:
-        raise StorageError(f"could not read {uri}: {exc}") from exc
+    with storage_errors("read", uri), fs.open(path, "rb") as handle:
+        return handle.read()
 
 
 def write_bytes(uri: str, data: bytes) -> None:
     """Write one object whole. Locally via a temporary file + rename so no reader sees half."""
     fs, path = filesystem(uri)
-    try:
+    with storage_errors("write", uri):
         if isinstance(fs, LocalFileSystem):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
@@ -121,8 +140,6 @@ def write_bytes(uri: str, data: bytes) -> None:
         else:
             with fs.open(path, "wb") as handle:
                 handle.write(data)
-    except OSError as exc:
-        raise StorageError(f"could not write {uri}: {exc}") from exc
 
 
 def read_json(uri: str) -> Any:
@@ -139,29 +156,24 @@ def upload_file(local_path: str, uri: str) -> None:
         with open(local_path, "rb") as handle:
             write_bytes(uri, handle.read())
         return
-    try:
+    with storage_errors("upload to", uri):
         fs.put_file(local_path, path)
-    except OSError as exc:
-        raise StorageError(f"could not upload to {uri}: {exc}") from exc
 
 
 def download_file(uri: str, local_path: str) -> None:
     fs, path = filesystem(uri)
     os.makedirs(os.path.dirname(os.path.abspath(local_path)), exist_ok=True)
-    try:
+    with storage_errors("download", uri):
         fs.get_file(path, local_path)
-    except FileNotFoundError as exc:
-        raise MissingObjectError(f"{uri} does not exist ({exc})") from exc
-    except OSError as exc:
-        raise StorageError(f"could not download {uri}: {exc}") from exc
 
 
 def list_prefix(uri: str) -> list[str]:
     """Names directly under a prefix (empty if it does not exist)."""
     fs, path = filesystem(uri)
-    if not fs.exists(path):
-        return []
-    return sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+    with storage_errors("list", uri):
+        if not fs.exists(path):
+            return []
+        return sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
 
 
 @dataclass(frozen=True)
@@ -176,10 +188,12 @@ class FileInfo:
 def walk_files(uri: str) -> Iterable[FileInfo]:
     """Every file under a URI, recursively, with the facts that tell when it changed."""
     fs, path = filesystem(uri)
-    if not fs.exists(path):
-        raise StorageError(f"catalogue {uri} does not exist")
+    with storage_errors("list", uri):
+        if not fs.exists(path):
+            raise StorageError(f"catalogue {uri} does not exist")
+        found = fs.find(path, detail=True)
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    for file_path, info in sorted(fs.find(path, detail=True).items()):
+    for file_path, info in sorted(found.items()):
         if info.get("type") != "file":
             continue
         mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or ""
@@ -199,11 +213,13 @@ def check_writable(uri: str) -> None:
     (no such bucket, access denied): one probe object, written and removed."""
     probe = join(uri, f".write-probe-{secrets.token_hex(4)}")
     write_bytes(probe, b"")
-    fs, path = filesystem(probe)
-    try:
-        fs.rm(path)
-    except OSError as exc:
-        raise StorageError(f"could not delete {probe}: {exc}") from exc
+    remove(probe)
+
+
+def remove(uri: str, recursive: bool = False) -> None:
+    fs, path = filesystem(uri)
+    with storage_errors("delete", uri):
+        fs.rm(path, recursive=recursive)
 
 
 def new_version() -> str:

@@ -9,12 +9,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from genre_batch import schemas
-from genre_batch.storage import pyarrow_filesystem
+from genre_batch.storage import pyarrow_filesystem, storage_errors
 
 
 def read_table(uri: str, columns: Sequence[str] | None = None) -> pa.Table:
     fs, path = pyarrow_filesystem(uri)
-    return pq.read_table(path, filesystem=fs, columns=list(columns) if columns else None)
+    with storage_errors("read", uri):
+        return pq.read_table(path, filesystem=fs, columns=list(columns) if columns else None)
 
 
 def read_frame(uri: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -31,7 +32,8 @@ def write_rows(
     write_table(table, uri)
 
 
-def write_table(table: pa.Table, uri: str) -> None:
+def write_table(table: pa.Table, uri: str, row_group_size: int | None = None) -> None:
     fs, path = pyarrow_filesystem(uri)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    pq.write_table(table, path, filesystem=fs, compression="zstd")
+    with storage_errors("write", uri):
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        pq.write_table(table, path, filesystem=fs, compression="zstd", row_group_size=row_group_size)

@@ -46,13 +46,13 @@ from genre_batch.layout import RootLayout
 from genre_batch.storage import (
     check_writable,
     latest_version,
-    filesystem,
     join,
     list_prefix,
     new_version,
     publish,
     read_bytes,
     read_json,
+    remove,
     write_json,
 )
 from genre_batch.tables import read_frame, write_rows
@@ -276,8 +276,7 @@ def prune_versions(area_uri: str, keep: int, referenced: set[str] = frozenset())
     live = live_version(area_uri)
     deletable = [n for n in version_names(area_uri)[:-keep] if n != live and n not in referenced] if keep > 0 else []
     for name in deletable:
-        fs, path = filesystem(join(area_uri, name))
-        fs.rm(path, recursive=True)
+        remove(join(area_uri, name), recursive=True)
         logger.info("retention: removed %s/%s", area_uri, name)
     return [join(area_uri, n) for n in deletable]
 

@@ -1,5 +1,6 @@
 """Real servers for tests: an S3-compatible HTTP server (moto's standalone server, the one
-s3fs's own test suite uses) run as a separate process on 127.0.0.1."""
+s3fs's own test suite uses) run as a separate process on 127.0.0.1, and a proxy in front of
+it that injects the faults of a real store (throttling, dropped connections, access denied)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from contextlib import closing
 from dataclasses import dataclass
@@ -70,3 +72,113 @@ def start_s3_server(log_path: str) -> S3Server:
             time.sleep(0.2)
     process.kill()
     raise RuntimeError(f"moto server did not answer on {endpoint} within 30 s; see {log_path}")
+
+
+class FaultyS3Proxy:
+    """An HTTP proxy on 127.0.0.1 in front of the S3 server that misbehaves the way a real
+    store does: some requests get S3's own throttling answer (503 SlowDown) or a dropped
+    connection, and buckets can be denied (403 AccessDenied, as under a restrictive policy).
+
+    Everything else is forwarded untouched, so clients talk to the real server through it.
+    """
+
+    def __init__(self, upstream: str, slow_down_every: int = 0, drop_every: int = 0) -> None:
+        import http.server
+        import threading
+
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.slow_down_every, self.drop_every = slow_down_every, drop_every
+        self.denied_buckets: set[str] = set()
+        self.requests = self.slowed = self.dropped = self.denied = 0
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:  # quiet
+                pass
+
+            def _handle(self) -> None:
+                body = self._read_body()
+                fault = proxy._fault_for(self.path)
+                if fault == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault in ("slow", "deny"):
+                    code, name, text = ((503, "SlowDown", "Please reduce your request rate.") if fault == "slow"
+                                        else (403, "AccessDenied", "Access Denied"))
+                    payload = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{name}</Code>'
+                               f"<Message>{text}</Message></Error>").encode()
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(payload)
+                    return
+                self._forward(body)
+
+            def _read_body(self) -> bytes:
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    chunks = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        chunk = self.rfile.read(size + 2)[:size]  # data + CRLF
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass  # trailers
+                            break
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _forward(self, body: bytes) -> None:
+                import http.client
+
+                upstream = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "content-length")}
+                headers["Content-Length"] = str(len(body))
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                response = upstream.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                # A HEAD answer has no body but the object's Content-Length: keep the server's.
+                dropped = ("transfer-encoding", "connection") + (() if self.command == "HEAD" else ("content-length",))
+                for key, value in response.getheaders():
+                    if key.lower() not in dropped:
+                        self.send_header(key, value)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                upstream.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _fault_for(self, path: str) -> str | None:
+        bucket = urllib.parse.urlsplit(path).path.lstrip("/").split("/", 1)[0]
+        with self._lock:
+            self.requests += 1
+            if bucket in self.denied_buckets:
+                self.denied += 1
+                return "deny"
+            if self.drop_every and self.requests % self.drop_every == 0:
+                self.dropped += 1
+                return "drop"
+            if self.slow_down_every and self.requests % self.slow_down_every == 0:
+                self.slowed += 1
+                return "slow"
+        return None
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
