@@ -33,11 +33,13 @@ class CatalogueFile:
     etag: str | None = None  # object stores only; with size and mtime it tells when a file changed
 
 
-def list_catalogue(catalogue_uri: str, labels: str = "folder") -> list[CatalogueFile]:
+def list_catalogue(catalogue_uri: str, labels: str = "folder", strict_labels: bool = True) -> list[CatalogueFile]:
     """List audio files (by extension, case-insensitive) and attach labels.
 
     ``labels`` is ``folder`` (parent folder name), ``tags`` (read later, from the bytes),
-    ``none``, or the URI of a CSV with columns ``path,genre[,artist][,split]``.
+    ``none``, or the URI of a CSV with columns ``path,genre[,artist][,split]``. A CSV row
+    naming no file is a ``LabelError`` (a wrong prefix would leave everything unlabelled);
+    with ``strict_labels=False`` (the nightly job: files get removed) it is only logged.
     """
     root = normalise_uri(catalogue_uri)
     csv_rows: dict[str, LabelRow] | None = None
@@ -80,8 +82,9 @@ def list_catalogue(catalogue_uri: str, labels: str = "folder") -> list[Catalogue
     if csv_rows is not None:
         unknown = sorted(set(csv_rows) - {f.relative_path for f in files})
         if unknown:
-            raise LabelError(
-                f"{labels}: {len(unknown)} path(s) not found in {root}, e.g. {unknown[:3]}"
-            )
+            message = f"{labels}: {len(unknown)} path(s) not found in {root}, e.g. {unknown[:3]}"
+            if strict_labels:
+                raise LabelError(message)
+            logger.warning("%s (removed from the catalogue?)", message)
     logger.info("catalogue %s: %d audio files, %d other files skipped", root, len(files), skipped)
     return files

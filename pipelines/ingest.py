@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
+import pyarrow as pa
 
 from genre_batch import schemas
 from genre_batch.artifacts import code_version
@@ -64,19 +64,22 @@ def read_file_bytes(uri: str) -> bytes:
 
 
 def ingest_batch(
-    batch: pd.DataFrame,
+    batch: pa.Table,
     *,
     tiles_dir: str,
     shard_prefix: str,
     features: dict[str, Any],
     splits: dict[str, Any],
     labels_from_tags: bool,
-) -> pd.DataFrame:
-    """Ray UDF: a batch of catalogue records -> one tile shard + one JSON outcome per file."""
+) -> pa.Table:
+    """Ray UDF: a batch of catalogue records -> one tile shard + one JSON outcome per file.
+
+    Arrow batches, not pandas: pandas turns a missing artist or label into NaN (a float),
+    Arrow's ``to_pylist`` keeps it None."""
     feature_config = FeatureConfig.from_dict(features)
     split_config = SplitConfig(**splits)
     outcomes: list[FileOutcome] = []
-    for record in batch.to_dict("records"):
+    for record in batch.to_pylist():
         file = catalogue_file_from_record(record)
         try:
             data = read_file_bytes(file.uri)
@@ -89,7 +92,7 @@ def ingest_batch(
             logger.exception("unexpected failure on %s", file.uri)
             outcomes.append(FileOutcome(error=error_row(file, "featurise", exc, None)))
     write_tile_shard(outcomes, tiles_dir, feature_config, shard_prefix)  # storage errors propagate: they fail the job
-    return pd.DataFrame(
+    return pa.table(
         {
             "kind": ["song" if o.song is not None else "error" for o in outcomes],
             "record": [json.dumps(o.song if o.song is not None else o.error) for o in outcomes],
@@ -118,7 +121,7 @@ def run_files(
     outcomes = dataset.map_batches(
         ingest_batch,
         batch_size=None,
-        batch_format="pandas",
+        batch_format="pyarrow",
         fn_kwargs={
             "tiles_dir": layout.tiles_dir(version),
             "shard_prefix": f"{version}/tiles/",
@@ -140,14 +143,14 @@ def ingest_locally(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The same as ``run_files`` for a few files, in this process: one shard, no Ray."""
     outcomes = ingest_batch(
-        pd.DataFrame([catalogue_record(f) for f in files]),
+        pa.Table.from_pylist([catalogue_record(f) for f in files]),
         tiles_dir=layout.tiles_dir(version),
         shard_prefix=f"{version}/tiles/",
         features=features.to_dict(),
         splits=vars(splits),
         labels_from_tags=labels_from_tags,
     )
-    return split_outcomes(outcomes.to_dict("records"))
+    return split_outcomes(outcomes.to_pylist())
 
 
 def split_outcomes(outcomes: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

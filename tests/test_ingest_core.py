@@ -230,3 +230,27 @@ def test_error_only_batch_writes_nothing(tmp_path: Path) -> None:
     assert write_tile_shard(outcomes, str(tmp_path / "tiles"), FEATURES) is None
     assert write_tile_shard([], str(tmp_path / "tiles"), FEATURES) is None
     assert not (tmp_path / "tiles").exists()
+
+
+def test_a_batch_mixing_known_and_missing_artists_labels_and_splits(tmp_path: Path) -> None:
+    """What the Ray stage gets: records where some fields are missing. Missing must stay None
+    (pandas would make it NaN: a float, truthy, that broke the artist split and the labels)."""
+    import dataclasses
+
+    from genre_batch.layout import RootLayout
+    from pipelines.ingest import ingest_locally
+
+    files = []
+    for name, artist, label, split in (("a.wav", "Son House", "blues", "test"), ("b.wav", None, None, None)):
+        data = write_audio(tmp_path / "cat" / name, noisy_sine(220, 7.0, 22050), 22050, "WAV")
+        files.append(dataclasses.replace(
+            catalogue_file(name, label=label, artist=artist, split_override=split, root=str(tmp_path / "cat")),
+            size_bytes=len(data)))
+    songs, errors = ingest_locally(files, RootLayout(str(tmp_path / "root")), "v1", FeatureConfig(), SplitConfig(),
+                                   labels_from_tags=False)
+    assert errors == []
+    by_path = {song["relative_path"]: song for song in songs}
+    assert (by_path["a.wav"]["artist"], by_path["a.wav"]["label"], by_path["a.wav"]["split"]) == ("Son House", "blues", "test")
+    missing = by_path["b.wav"]
+    assert missing["artist"] is None and missing["label"] is None
+    assert missing["split"] == assign_split(split_key(files[1].song_id, None), SplitConfig())

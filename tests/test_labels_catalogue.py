@@ -236,3 +236,11 @@ def test_labels_csv_can_label_a_file_in_a_dot_folder(tmp_path: Path) -> None:
     files = list_catalogue(str(root), labels=str(labels))  # ...but its CSV row no longer matches it
 
     assert [(f.relative_path, f.label) for f in files] == [(".staging/a.mp3", "rock")]
+
+
+def test_labels_csv_naming_a_removed_file_is_logged_when_not_strict(catalogue_dir: Path, tmp_path: Path, caplog) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,genre\nblues/a.mp3,blues\nblues/gone.mp3,blues\n")
+    files = {f.relative_path: f for f in list_catalogue(str(catalogue_dir), labels=str(labels), strict_labels=False)}
+    assert files["blues/a.mp3"].label == "blues" and "blues/gone.mp3" not in files
+    assert "1 path(s) not found" in caplog.text and "blues/gone.mp3" in caplog.text

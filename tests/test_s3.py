@@ -23,13 +23,19 @@ from tests.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 pytestmark = pytest.mark.slow
 
 CATALOGUE = "s3://gb-catalogue/music"
+LABELS = "s3://gb-catalogue/labels-partial.csv"
 ROOT = "s3://gb-outputs/genre-batch"
+UNLABELLED = 3  # songs whose genre the labels CSV leaves empty: the index must fill them in
+
+# Every command's output, for the credential scan at the end of the module.
+OUTPUTS: list[subprocess.CompletedProcess] = []
 
 
 def genre_batch(env: dict[str, str], *argv: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, "-m", "genre_batch.cli", *argv], env=env, capture_output=True, text=True, timeout=600
     )
+    OUTPUTS.append(result)
     if check:
         assert result.returncode == 0, f"genre-batch {' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}"
     return result
@@ -44,6 +50,11 @@ def s3_run(s3_server, tmp_path_factory):
     local = tmp_path_factory.mktemp("s3cat")
     summary = write_catalogue(local / "music", n_songs=18, seed=5, min_duration_s=12.0, max_duration_s=14.0)
     fs.put(str(local / "music"), "gb-catalogue/", recursive=True)
+    # Labels from a CSV in the bucket (path relative to the catalogue), some songs unlabelled.
+    labels = pd.read_csv(summary.labels_csv)
+    labels.loc[labels.index[:UNLABELLED], "genre"] = None
+    labels.to_csv(local / "labels-partial.csv", index=False)
+    fs.put_file(str(local / "labels-partial.csv"), LABELS)
     env = {
         **os.environ,
         **s3_server.env,
@@ -53,12 +64,14 @@ def s3_run(s3_server, tmp_path_factory):
     }
     env.pop("RAY_ADDRESS", None)
     outputs = [
-        genre_batch(env, "ingest", "--catalogue", CATALOGUE, "--root", ROOT, "--files-per-task", "6"),
+        genre_batch(env, "ingest", "--catalogue", CATALOGUE, "--root", ROOT, "--files-per-task", "6",
+                    "--labels", LABELS),
         genre_batch(env, "train", "--root", ROOT, "--epochs", "1", "--batch-size", "16"),
         genre_batch(env, "index", "--root", ROOT, "--n-trees", "5"),
         genre_batch(env, "evaluate", "--root", ROOT, "--json"),
     ]
-    return {"env": env, "fs": fs, "summary": summary, "outputs": outputs, "server": s3_server}
+    return {"env": env, "fs": fs, "summary": summary, "outputs": outputs, "server": s3_server,
+            "unlabelled": set(labels.loc[labels.index[:UNLABELLED], "path"])}
 
 
 def test_outputs_readable_with_pyarrow_and_pandas(s3_run):
@@ -84,7 +97,12 @@ def test_outputs_readable_with_pyarrow_and_pandas(s3_run):
     # Ray Train wrote its per-epoch checkpoints into the bucket too.
     assert fs.glob(f"{ROOT}/models/{run}/ray/checkpoint_*/model.pt")
     report = json.loads(s3_run["outputs"][-1].stdout)
-    assert report["index_version"] == index
+    assert report["index_version"] == index and report["unlabelled_songs"] == UNLABELLED
+    # Unlabelled songs are ingested like the others and get a predicted genre.
+    unlabelled = predictions[predictions["label"].isna()]
+    assert set(unlabelled["path"]) == {f"{CATALOGUE}/{path}" for path in s3_run["unlabelled"]}
+    assert unlabelled["predicted"].notna().all() and unlabelled["genre"].notna().all()
+    assert (songs.to_pandas().set_index("path").loc[unlabelled["path"], "label_source"] == "none").all()
 
 
 def test_answers_read_from_s3(s3_run):
@@ -94,26 +112,23 @@ def test_answers_read_from_s3(s3_run):
         f"{ROOT}/index/{index}/predictions.parquet",
         storage_options={"client_kwargs": {"endpoint_url": s3_run["server"].endpoint}},
     )
-    song = predictions.iloc[0]
-    similar = json.loads(genre_batch(env, "similar", "--root", ROOT, "--song", song.song_id, "-k", "3", "--json").stdout)
-    assert len(similar["neighbours"]) == 3 and song.song_id not in [n["song_id"] for n in similar["neighbours"]]
+    song = predictions[predictions["label"].notna()].iloc[0]
+    everyone = len(predictions) - 1
+    similar = json.loads(genre_batch(env, "similar", "--root", ROOT, "--song", song.song_id, "-k", str(everyone),
+                                     "--json").stdout)
+    assert len(similar["neighbours"]) == everyone and song.song_id not in [n["song_id"] for n in similar["neighbours"]]
+    # A neighbour without a label is shown with the genre the index gave it, marked as such.
+    by_song = predictions.set_index("song_id")
+    for neighbour in similar["neighbours"]:
+        row = by_song.loc[neighbour["song_id"]]
+        expected = (row["label"], "label") if isinstance(row["label"], str) else (row["genre"], "predicted")
+        assert (neighbour["genre"], neighbour["genre_source"]) == expected
+    assert sum(n["genre_source"] == "predicted" for n in similar["neighbours"]) == UNLABELLED
     # An audio file given by its s3:// URI is featurised straight from the bucket.
     by_audio = json.loads(genre_batch(env, "similar", "--root", ROOT, "--audio", song.path, "--json").stdout)
     assert song.song_id not in [n["song_id"] for n in by_audio["neighbours"]]
     classified = json.loads(genre_batch(env, "classify", "--root", ROOT, song.path, "--json").stdout)
     assert classified[0]["predicted"] == song.predicted
-
-
-def test_no_credentials_in_logs_or_outputs(s3_run):
-    for result in s3_run["outputs"]:
-        for stream in (result.stdout, result.stderr):
-            assert SECRET_ACCESS_KEY not in stream
-            assert ACCESS_KEY_ID not in stream
-    fs = s3_run["fs"]
-    for path in fs.find("gb-outputs"):
-        if path.endswith((".json", ".parquet", "LATEST")):
-            blob = fs.cat(path)
-            assert SECRET_ACCESS_KEY.encode() not in blob and ACCESS_KEY_ID.encode() not in blob, path
 
 
 def test_missing_bucket_fails_in_one_line_and_publishes_nothing(s3_run):
@@ -131,7 +146,8 @@ def test_missing_bucket_fails_in_one_line_and_publishes_nothing(s3_run):
 
 
 def test_nightly_on_s3(s3_run, tmp_path):
-    """The nightly job with catalogue and root in the bucket: 2 new songs, then no change."""
+    """The nightly job with catalogue and root in the bucket: 2 new songs, one replaced and one
+    removed in one night (its tile shard is rewritten without it, in the bucket), then no change."""
     import dataclasses
 
     import soundfile
@@ -139,15 +155,49 @@ def test_nightly_on_s3(s3_run, tmp_path):
     from genre_batch.synth import plan_catalogue, render_song
 
     fs, env = s3_run["fs"], s3_run["env"]
-    for song in plan_catalogue(2, seed=404, min_duration_s=12.0, max_duration_s=12.5):
+    options = {"client_kwargs": {"endpoint_url": s3_run["server"].endpoint}}
+    index = fs.cat(f"{ROOT}/index/LATEST").decode().strip()
+    before = pd.read_parquet(f"{ROOT}/index/{index}/predictions.parquet", storage_options=options)
+    old_ingest = fs.cat(f"{ROOT}/ingest/LATEST").decode().strip()
+    removed, replaced = before.iloc[0], before.iloc[1]
+    *new, other = plan_catalogue(3, seed=404, min_duration_s=12.0, max_duration_s=12.5)
+    for song in new:
         song = dataclasses.replace(song, relative_path=song.relative_path.replace(".mp3", " (nightly).mp3"))
-        local = tmp_path / "new.mp3"
-        soundfile.write(local, render_song(song), song.sample_rate, format="MP3")
-        fs.put_file(str(local), f"{CATALOGUE}/{song.relative_path}")
+        soundfile.write(tmp_path / "new.mp3", render_song(song), song.sample_rate, format="MP3")
+        fs.put_file(str(tmp_path / "new.mp3"), f"{CATALOGUE}/{song.relative_path}")
+    soundfile.write(tmp_path / "other.mp3", render_song(other), other.sample_rate, format="MP3")
+    fs.put_file(str(tmp_path / "other.mp3"), replaced.path)
+    fs.rm(removed.path)
+
     grown = genre_batch(env, "nightly", "--catalogue", CATALOGUE, "--root", ROOT)
-    assert "2 new, 0 changed, 0 removed" in grown.stdout and "published ingest, index" in grown.stdout
+    assert "2 new, 1 changed, 1 removed" in grown.stdout and "published ingest, index" in grown.stdout, grown.stdout
+    index = fs.cat(f"{ROOT}/index/LATEST").decode().strip()
+    after = pd.read_parquet(f"{ROOT}/index/{index}/predictions.parquet", storage_options=options)
+    assert len(after) == len(before) + 1 and removed.song_id not in set(after["song_id"]), grown.stdout + grown.stderr[-3000:]
+    similar = json.loads(genre_batch(env, "similar", "--root", ROOT, "--song", replaced.song_id,
+                                     "-k", str(len(after) - 1), "--json").stdout)
+    assert removed.song_id not in [n["song_id"] for n in similar["neighbours"]]
+    ingest = fs.cat(f"{ROOT}/ingest/LATEST").decode().strip()
+    songs = pd.read_parquet(f"{ROOT}/ingest/{ingest}/songs.parquet", storage_options=options).set_index("song_id")
+    old_songs = pd.read_parquet(f"{ROOT}/ingest/{old_ingest}/songs.parquet", storage_options=options).set_index("song_id")
+    assert songs.loc[replaced.song_id, "content_hash"] != old_songs.loc[replaced.song_id, "content_hash"]
+    assert songs.loc[replaced.song_id, "etag"]  # the bucket's ETag is part of the listing facts
+
     again = genre_batch(env, "nightly", "--catalogue", CATALOGUE, "--root", ROOT)
     assert "0 new, 0 changed, 0 removed" in again.stdout and "published nothing" in again.stdout
-    assert SECRET_ACCESS_KEY not in grown.stdout + grown.stderr + again.stdout + again.stderr
     reports = fs.glob(f"{ROOT}/runs/*.json")
     assert len(reports) == 2
+
+
+def test_no_credentials_in_any_output_or_object(s3_run):
+    """Last in the module: every command above, and every object the jobs wrote."""
+    assert len(OUTPUTS) >= 10
+    for result in OUTPUTS:
+        for stream in (result.stdout, result.stderr):
+            assert SECRET_ACCESS_KEY not in stream and ACCESS_KEY_ID not in stream, result.args
+    fs = s3_run["fs"]
+    objects = fs.find("gb-outputs")
+    assert any("/runs/" in path for path in objects)  # the nightly's reports are scanned too
+    for path in objects:
+        blob = fs.cat(path)
+        assert SECRET_ACCESS_KEY.encode() not in blob and ACCESS_KEY_ID.encode() not in blob, path
