@@ -45,16 +45,17 @@ def cluster(s3_server, tmp_path_factory):
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     # RAY_AUTH_MODE=disabled, knowingly: a throwaway cluster on 127.0.0.1 inside the test, and
     # `ray start` in Ray 2.60 refuses to start with token auth on but no token in a fresh HOME.
+    # One CPU per node: the two nodes share this machine's two cores.
     env = {**os.environ, **s3_server.env, "HOME": str(home), "PYTHONUNBUFFERED": "1", "PATH": path,
            "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     port, dashboard = free_port(), free_port()
     try:
         head = ray_cli(env, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}",
-                       "--dashboard-host=127.0.0.1", "--num-cpus=2", "--node-ip-address=127.0.0.1",
+                       "--dashboard-host=127.0.0.1", "--num-cpus=1", "--node-ip-address=127.0.0.1",
                        f"--temp-dir={temp_dir}", "--disable-usage-stats")
         assert head.returncode == 0, head.stdout + head.stderr
-        worker = ray_cli(env, "start", f"--address=127.0.0.1:{port}", "--num-cpus=2",
+        worker = ray_cli(env, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
                          "--node-ip-address=127.0.0.1", "--disable-usage-stats")
         assert worker.returncode == 0, worker.stdout + worker.stderr
         yield {"env": env, "address": f"http://127.0.0.1:{dashboard}", "gcs": f"127.0.0.1:{port}"}
@@ -68,6 +69,18 @@ def submit(cluster, submission_id: str, *entrypoint: str) -> subprocess.Complete
         cluster["env"], "job", "submit", "--address", cluster["address"], "--submission-id", submission_id,
         "--working-dir", ".", "--runtime-env", "cluster/runtime_env.yaml", "--", *entrypoint,
     )
+
+
+def nodes_that_ran(cluster, submission_id: str, task_name: str) -> set[str]:
+    """Node ids of the finished tasks of that name in a submitted job (Ray's state API)."""
+    from ray.job_submission import JobSubmissionClient
+    from ray.util.state import list_tasks
+
+    job_id = JobSubmissionClient(cluster["address"]).get_job_info(submission_id).job_id
+    tasks = list_tasks(address=cluster["address"], filters=[("job_id", "=", job_id)], limit=10_000, detail=True)
+    ran = [t for t in tasks if task_name in t.name and t.state == "FINISHED"]
+    assert ran, sorted({t.name for t in tasks})
+    return {t.node_id for t in ran}
 
 
 def test_chain_as_submitted_jobs(cluster, s3_server, tmp_path):
@@ -102,6 +115,8 @@ def test_chain_as_submitted_jobs(cluster, s3_server, tmp_path):
         assert SECRET_ACCESS_KEY not in logs
         if submission_id == "gb-ingest":
             assert f"{summary.songs} songs" in logs and "1 errors" in logs, logs[-2000:]
+            assert len(nodes_that_ran(cluster, submission_id, "MapBatches(ingest_batch)")) == 2, \
+                "the ingest tasks must have run on both nodes"
         if submission_id == "gb-train":
             assert "epoch 1/1" in logs and "test song accuracy" in logs, logs[-2000:]
 
