@@ -130,6 +130,9 @@ def test_chain_as_submitted_jobs(cluster, s3_server, tmp_path):
     assert manifest["model_run"] == run
     metrics = json.loads(fs.cat(f"{ROOT}/models/{run}/metrics.json"))
     assert metrics["train_config"]["num_workers"] == 2
+    # Ray Train wrote its per-epoch checkpoints into the bucket (RunConfig storage_path there).
+    assert fs.glob(f"{ROOT}/models/{run}/ray/checkpoint_*/model.pt")
+    assert fs.exists(f"{ROOT}/models/{run}/model.pt") and fs.exists(f"{ROOT}/models/{run}/training_curves.png")
 
     # The nightly job, submitted the same way, after one song was added to the bucket.
     import dataclasses

@@ -18,6 +18,7 @@ from genre_batch.layout import RootLayout
 from genre_batch.storage import latest_version, read_json
 from genre_batch.synth import plan_catalogue, render_song, write_catalogue
 from pipelines.nightly import run_nightly
+from tests.model_helpers import publish_untrained_model
 
 pytestmark = pytest.mark.slow
 
@@ -44,28 +45,6 @@ def songs_table(root: str) -> pd.DataFrame:
     return pd.read_parquet(layout.songs_table(latest_version(layout.ingest_area, "ingest")))
 
 
-def publish_untrained_model(root: str, run: str) -> None:
-    """Publish a freshly initialised CNN for the catalogue's genres, as `train` would publish
-    a trained one: what the nightly does with a model does not depend on its quality."""
-    import torch
-
-    from genre_batch.checkpoint import checkpoint_state, save_checkpoint
-    from genre_batch.config import ModelConfig
-    from genre_batch.models import build_model
-    from genre_batch.storage import publish
-    from genre_batch.tables import read_frame
-    from pipelines.train import label_vocabulary
-
-    ingest = published_ingest(root)
-    labels = label_vocabulary(read_frame(ingest.songs_uri))
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(), len(labels))
-    state = checkpoint_state(model, None, labels, ingest.feature_config, ModelConfig(), 0, {}, [])
-    layout = RootLayout(root)
-    save_checkpoint(state, layout.model_file(run))
-    publish(layout.models_area, run)
-
-
 @pytest.fixture(scope="module")
 def grown(tmp_path_factory, ray_local):
     base = tmp_path_factory.mktemp("nightly")
@@ -80,6 +59,28 @@ def grown(tmp_path_factory, ray_local):
     publish_untrained_model(root, "untrained")  # training itself is proven in test_chain
     assert main(["index", "--root", root, "--n-trees", "5"]) == 0
     return {"catalogue": catalogue, "root": root}
+
+
+def test_local_and_ray_embeddings_agree(grown):
+    """The nightly's in-process path gives the rows Ray Data batch inference gave: the
+    fixture's index was built by `genre-batch index`, through Ray Data. First in the module,
+    while that index is live."""
+    import numpy as np
+
+    from pipelines.inference import predict_songs_locally
+
+    index = PublishedIndex(grown["root"])
+    ingest = published_ingest(grown["root"])
+    assert index.version.manifest["ingest_version"] == ingest.version
+    by_ray = index.predictions.set_index("song_id").sort_index()
+    model_copy = RootLayout(grown["root"]).index_model_file(index.version.version)
+    local = predict_songs_locally(ingest.tile_uris, model_copy, ingest.feature_config, set(by_ray.index))
+    local = local.set_index("song_id").sort_index()
+    assert list(local.index) == list(by_ray.index)
+    assert local["n_tiles"].tolist() == by_ray["n_tiles"].tolist()
+    assert local["tiles_correct"].tolist() == by_ray["tiles_correct"].astype(int).tolist()
+    np.testing.assert_allclose(np.stack(local["embedding"]), np.stack(by_ray["embedding"]), atol=1e-5)
+    np.testing.assert_allclose(np.stack(local["probs"]), np.stack(by_ray["probs"]), atol=1e-5)
 
 
 def test_no_change_decodes_and_publishes_nothing(grown):
@@ -272,25 +273,3 @@ def test_run_reports_and_runs_table(grown, capsys):
 
     versions = [n for n in list_prefix(layout.index_area) if n[:1].isdigit()]
     assert len(versions) <= 3 and latest_version(layout.index_area, "index") in versions
-
-
-def test_local_and_ray_embeddings_agree(grown):
-    """The nightly's in-process path gives the rows Ray Data batch inference gives."""
-    import numpy as np
-
-    from genre_batch.artifacts import published_ingest
-    from pipelines.index import ModelInUse
-    from pipelines.inference import predict_songs, predict_songs_locally
-
-    layout = RootLayout(grown["root"])
-    ingest = published_ingest(grown["root"])
-    model = ModelInUse.published(layout, ingest)
-    shards = ingest.tile_uris[:2]
-    by_ray = predict_songs(shards, model.uri, ingest.feature_config).set_index("song_id").sort_index()
-    wanted = set(by_ray.index)
-    local = predict_songs_locally(shards, model.uri, ingest.feature_config, wanted).set_index("song_id").sort_index()
-    assert list(local.index) == list(by_ray.index)
-    for column in ("n_tiles", "tiles_correct"):
-        assert local[column].to_numpy().tolist() == by_ray[column].to_numpy().tolist()
-    np.testing.assert_allclose(np.stack(local["embedding"]), np.stack(by_ray["embedding"]), atol=1e-5)
-    np.testing.assert_allclose(np.stack(local["probs"]), np.stack(by_ray["probs"]), atol=1e-5)
