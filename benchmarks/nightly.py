@@ -17,7 +17,7 @@
 7. Probe (``--no-probe`` skips it): the new songs decoded + tiled and embedded in this process,
    without Ray, to show what the nightly's ingest and embed stages pay in fixed costs.
    ``--investigate`` also splits ``embed_songs`` on the new songs into the read + actor-pool
-   map and the per-song groupby (Ray Data's default hash-shuffle partitions vs one).
+   map (each batch reduced to per-song sums) and the merge of the sums in the driver.
 
 The target: (b) without the index rebuild <= 5 % of (a) without the index rebuild, where
 
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-batch-size", type=int, default=16, help="tiles per step of the set-up training")
     parser.add_argument("--no-probe", action="store_true", help="skip the in-process probe of the new songs")
     parser.add_argument("--investigate", action="store_true",
-                        help="also split embed_songs on the new songs into actor-pool map and per-song groupby")
+                        help="also split embed_songs on the new songs into actor-pool map and merge of the sums")
     parser.add_argument("--json", default=None, help="also write every measurement to this JSON file")
     return parser
 
@@ -291,7 +291,7 @@ def probe_in_process(root: str, added: list[str], catalogue: Path, scratch: Path
     from genre_batch.ingest import ingest_file, write_tile_shard
     from genre_batch.layout import RootLayout
     from genre_batch.storage import read_bytes
-    from pipelines.inference import TileModel, pool_group
+    from pipelines.inference import TileModel, pooled_frame
 
     ingest = published_ingest(root)
     features = ingest.feature_config
@@ -309,10 +309,7 @@ def probe_in_process(root: str, added: list[str], catalogue: Path, scratch: Path
     seconds["model_load"] = time.perf_counter() - started
     started = time.perf_counter()
     table = pq.read_table(scratch / "warm" / name, columns=["song_id", "tile", "label", "split"]).to_pydict()
-    out = model({key: np.asarray(value, dtype=object) for key, value in table.items()})
-    for song_id in sorted(set(out["song_id"])):
-        rows = out["song_id"] == song_id
-        pool_group({key: value[rows] for key, value in out.items()})
+    pooled_frame([model({key: np.asarray(value, dtype=object) for key, value in table.items()})])
     seconds["embed_and_pool"] = time.perf_counter() - started
     seconds["songs"] = len(files)
     seconds["tiles"] = len(table["song_id"])
@@ -320,17 +317,16 @@ def probe_in_process(root: str, added: list[str], catalogue: Path, scratch: Path
 
 
 def investigate_embed(root: str, added: list[str]) -> dict[str, float]:
-    """Where ``embed_songs`` spends its time on the new songs' shard(s), in three parts:
-    the whole ``predict_songs``; its read + TileModel actor-pool map alone (no grouping);
-    and its per-song ``groupby().map_groups`` alone, on the materialised map output, with
-    Ray Data's default hash-shuffle partitions and with one partition."""
+    """Where ``embed_songs`` spends its time on the new songs' shard(s): the whole
+    ``predict_songs``; its read + TileModel actor-pool map alone (each batch already reduced
+    to per-song sums); and the merge of those sums in the driver."""
     import ray
 
     from genre_batch.artifacts import published_ingest, published_model_run
     from genre_batch.layout import RootLayout
     from genre_batch.storage import filesystem, join, pyarrow_filesystem
     from genre_batch.tables import read_frame
-    from pipelines.inference import TileModel, pool_group, predict_songs
+    from pipelines.inference import TileModel, pooled_frame, predict_songs
 
     layout = RootLayout(root)
     ingest = published_ingest(root)
@@ -349,19 +345,14 @@ def investigate_embed(root: str, added: list[str]) -> dict[str, float]:
     fs, _ = pyarrow_filesystem(uris[0])
     tiles = ray.data.read_parquet([filesystem(uri)[1] for uri in uris], filesystem=fs,
                                   columns=["song_id", "tile", "label", "split"])
-    outputs = tiles.map_batches(
+    sums = tiles.map_batches(
         TileModel, fn_constructor_kwargs={"model_uri": model_uri, "features": features.to_dict(), "use_gpu": False},
         batch_size=64, batch_format="numpy", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1), num_cpus=1,
     ).materialize()
     seconds["read_and_actor_map"] = time.perf_counter() - started
-    default_partitions = ray.data.DataContext.get_current().default_hash_shuffle_parallelism
-    # Alternated, twice each, so that neither variant alone profits from workers the other started.
-    variants = ((f"groupby_{default_partitions}_partitions", None), ("groupby_1_partition", 1))
-    for attempt in (1, 2):
-        for label, partitions in variants:
-            started = time.perf_counter()
-            outputs.groupby("song_id", num_partitions=partitions).map_groups(pool_group, batch_format="numpy").to_pandas()
-            seconds[f"{label}_run{attempt}"] = time.perf_counter() - started
+    started = time.perf_counter()
+    pooled_frame(list(sums.iter_batches(batch_size=None, batch_format="numpy")))
+    seconds["merge_in_driver"] = time.perf_counter() - started
     return seconds
 
 
@@ -524,11 +515,10 @@ def recommendations(steps: dict[str, Step], summary: dict[str, Any], probe: dict
             f"{steps['nightly'].calls.get('embed_songs', 0):.2f} s vs "
             f"{probe['model_load'] + probe['embed_and_pool']:.2f} s in process (model load included).")
     if investigation:
-        grouped = {k: v for k, v in investigation.items() if k.startswith("groupby_")}
         lines.append(
             f"embed_songs on the new songs alone: read + TileModel actor pool (worker start, torch import, model "
-            f"load) {investigation['read_and_actor_map']:.2f} s; per-song groupby "
-            + ", ".join(f"{v:.2f} s ({k.removeprefix('groupby_').replace('_', ' ')})" for k, v in grouped.items()))
+            f"load) {investigation['read_and_actor_map']:.2f} s; merge of the per-song sums in the driver "
+            f"{investigation['merge_in_driver']:.2f} s")
     return lines
 
 

@@ -56,12 +56,88 @@ def pool_song(tile_probs: np.ndarray, tile_embeddings: np.ndarray) -> tuple[np.n
     if not (np.isfinite(probs).all() and np.isfinite(embeddings).all()):
         raise ValueError("tile outputs contain NaN or inf")
 
-    song_probs = probs.mean(axis=0)
-    mean_embedding = embeddings.mean(axis=0)
-    norm = float(np.linalg.norm(mean_embedding))
+    return finish_pooling(probs.sum(axis=0), embeddings.sum(axis=0), probs.shape[0])
+
+
+def finish_pooling(prob_sum: np.ndarray, embedding_sum: np.ndarray, n_tiles: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sums over a song's tiles -> (mean probabilities, unit mean embedding), float32.
+
+    Works on one song (``[C]``, ``[D]``, an int) or on many at once (``[S, C]``, ``[S, D]``, ``[S]``).
+    """
+    n = np.asarray(n_tiles, dtype=np.float64)[..., None]
+    song_probs = np.asarray(prob_sum, dtype=np.float64) / n
+    mean_embedding = np.asarray(embedding_sum, dtype=np.float64) / n
+    norm = np.linalg.norm(mean_embedding, axis=-1, keepdims=True)
     # A zero mean has no direction; keep it zero rather than dividing into NaN.
-    song_embedding = mean_embedding / norm if norm > 0 else mean_embedding
+    song_embedding = np.divide(mean_embedding, norm, out=np.zeros_like(mean_embedding), where=norm > 0)
     return song_probs.astype(np.float32), song_embedding.astype(np.float32)
+
+
+# ---------------------------------------------------------------- pooling in parts
+# Pooling is a mean, so it can be done in parts: each inference batch reduces its tiles to
+# per-song sums where it is computed, and the parts of all batches are merged afterwards.
+# No shuffle of tile outputs is needed, and the rows that travel are about one per song.
+
+
+def song_sums(
+    song_ids: np.ndarray, probs: np.ndarray, embeddings: np.ndarray, label_ids: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Tile outputs of one batch -> one row per song in it: ``song_id``, ``n_tiles``,
+    ``tiles_correct`` (tiles whose best class is the song's label; -1 when unlabelled, i.e.
+    ``label_id`` < 0), ``prob_sum [S, C]`` and ``embedding_sum [S, D]`` (float64)."""
+    label_ids = np.asarray(label_ids)
+    correct = (np.asarray(probs).argmax(axis=1) == label_ids) & (label_ids >= 0)
+    return _sum_by_song(
+        np.asarray(song_ids), np.ones(len(label_ids), np.int64), correct.astype(np.int64),
+        np.where(label_ids >= 0, 0, -1), probs, embeddings,
+    )
+
+
+def merge_song_sums(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Parts of ``song_sums`` (a song may be in several) -> one row per song, sorted by id."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    joined = {key: np.concatenate([np.asarray(part[key]) for part in parts]) for key in parts[0]}
+    unlabelled = np.where(joined["tiles_correct"] < 0, -1, 0)
+    return _sum_by_song(
+        joined["song_id"], joined["n_tiles"], np.maximum(joined["tiles_correct"], 0), unlabelled,
+        joined["prob_sum"], joined["embedding_sum"],
+    )
+
+
+def _sum_by_song(
+    song_ids: np.ndarray, n_tiles: np.ndarray, correct: np.ndarray, unlabelled: np.ndarray,
+    probs: np.ndarray, embeddings: np.ndarray,
+) -> dict[str, np.ndarray]:
+    keys, inverse = np.unique(song_ids.astype(str), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.searchsorted(inverse[order], np.arange(len(keys)))
+
+    def total(values: np.ndarray, dtype: Any) -> np.ndarray:
+        return np.add.reduceat(np.asarray(values, dtype=dtype)[order], starts, axis=0)
+
+    # A song is labelled in every batch it is in, or in none: one -1 marks it unlabelled.
+    is_unlabelled = np.minimum.reduceat(np.asarray(unlabelled)[order], starts) < 0
+    return {
+        "song_id": keys,
+        "n_tiles": total(n_tiles, np.int64),
+        "tiles_correct": np.where(is_unlabelled, -1, total(correct, np.int64)),
+        "prob_sum": total(probs, np.float64),
+        "embedding_sum": total(embeddings, np.float64),
+    }
+
+
+def pooled_songs(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Merged sums -> per song: ``song_id``, ``n_tiles``, ``tiles_correct``, ``probs`` (mean
+    of the tile softmaxes) and ``embedding`` (unit mean of the tile embeddings)."""
+    probs, embedding = finish_pooling(sums["prob_sum"], sums["embedding_sum"], sums["n_tiles"])
+    return {
+        "song_id": sums["song_id"],
+        "n_tiles": sums["n_tiles"].astype(np.int32),
+        "tiles_correct": sums["tiles_correct"].astype(np.int32),
+        "probs": probs,
+        "embedding": embedding,
+    }
 
 
 @dataclass(frozen=True)

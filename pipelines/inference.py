@@ -1,4 +1,5 @@
-"""Batch inference over tiles (Ray Data), pooled per song. Shared by `train` (evaluation) and `index`.
+"""Batch inference over tiles (Ray Data), pooled per song without a shuffle. Shared by `train`
+(evaluation), `index` and `nightly`.
 
 CPU stages (read, decode of tile blobs) and the model stage are separate: the model lives in
 a small actor pool that loads it once per actor, on a GPU when the cluster has one.
@@ -13,19 +14,24 @@ import numpy as np
 import pandas as pd
 
 from genre_batch.config import FeatureConfig
-from genre_batch.pooling import pool_song
+from genre_batch.pooling import merge_song_sums, pooled_songs, song_sums
 from genre_batch.storage import filesystem, pyarrow_filesystem, read_bytes
 from genre_batch.tiles import tiles_from_binary
 
 logger = logging.getLogger(__name__)
 
-# Up to this many tiles, inference runs in the calling process: starting Ray workers, a model
-# actor and a shuffle costs seconds, the work itself milliseconds (measured in RESULTS.md).
+# Up to this many tiles, inference runs in the calling process: starting Ray workers and a
+# model actor costs seconds, the work itself milliseconds (measured in RESULTS.md).
 LOCAL_MAX_TILES = 2000
 
 
 class TileModel:
-    """Ray Data callable class: tile blobs -> class probabilities + embeddings."""
+    """Ray Data callable class: a batch of tile blobs -> per-song sums of the model's outputs.
+
+    Reducing each batch to one row per song where it is computed (pooling is a mean, so it
+    can be done in parts) means no shuffle of tile outputs and about one row per song
+    travelling back, instead of a row per tile.
+    """
 
     def __init__(self, model_uri: str, features: dict[str, Any], use_gpu: bool, threads: int = 1) -> None:
         import torch
@@ -37,7 +43,7 @@ class TileModel:
         self.features = FeatureConfig.from_dict(features)
         bundle = load_model_bundle(read_bytes(model_uri), expected_features=self.features)
         self.model = bundle.model.to(self.device).eval()
-        self.labels = bundle.labels
+        self.label_ids = {label: i for i, label in enumerate(bundle.labels)}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -48,27 +54,25 @@ class TileModel:
         with torch.inference_mode():
             logits, embedding = self.model.forward_with_embedding(tiles_to_input(tiles))
             probs = torch.softmax(logits.float(), dim=1)
-        label_ids = {label: i for i, label in enumerate(self.labels)}
-        return {
-            "song_id": batch["song_id"],
-            "label_id": np.array([label_ids.get(lbl, -1) if lbl else -1 for lbl in batch["label"]], np.int32),
-            "probs": probs.cpu().numpy().astype(np.float32),
-            "embedding": embedding.float().cpu().numpy().astype(np.float32),
-        }
+        label_ids = np.array([self.label_ids.get(label, -1) if label else -1 for label in batch["label"]], np.int64)
+        return song_sums(batch["song_id"], probs.cpu().numpy(), embedding.float().cpu().numpy(), label_ids)
 
 
-def pool_group(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """All tile outputs of one song -> one row: mean probs, normalised mean embedding, tile hits."""
-    probs, embedding = pool_song(np.stack(group["probs"]), np.stack(group["embedding"]))
-    label_id = int(group["label_id"][0])
-    hits = int((np.stack(group["probs"]).argmax(axis=1) == label_id).sum()) if label_id >= 0 else -1
-    return {
-        "song_id": np.array([group["song_id"][0]]),
-        "n_tiles": np.array([len(group["song_id"])], np.int32),
-        "tiles_correct": np.array([hits], np.int32),
-        "probs": probs[None, :].astype(np.float32),
-        "embedding": embedding[None, :].astype(np.float32),
-    }
+POOLED_COLUMNS = ["song_id", "n_tiles", "tiles_correct", "probs", "embedding"]
+
+
+def pooled_frame(parts: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+    """Per-batch song sums -> one row per song (sorted by id), columns ``POOLED_COLUMNS``."""
+    if not parts:
+        return pd.DataFrame(columns=POOLED_COLUMNS)
+    pooled = pooled_songs(merge_song_sums(parts))
+    return pd.DataFrame({
+        "song_id": pooled["song_id"],
+        "n_tiles": pooled["n_tiles"],
+        "tiles_correct": pooled["tiles_correct"],
+        "probs": list(pooled["probs"]),
+        "embedding": list(pooled["embedding"]),
+    })
 
 
 def predict_songs(
@@ -90,7 +94,7 @@ def predict_songs(
     from pipelines._ray import cluster_cpus, cluster_gpus
 
     if not tile_uris:
-        return pd.DataFrame(columns=["song_id", "n_tiles", "tiles_correct", "probs", "embedding"])
+        return pd.DataFrame(columns=POOLED_COLUMNS)
     fs, _ = pyarrow_filesystem(tile_uris[0])
     paths = [filesystem(uri)[1] for uri in tile_uris]
     dataset = ray.data.read_parquet(paths, filesystem=fs, columns=["song_id", "tile", "label", "split"])
@@ -107,7 +111,7 @@ def predict_songs(
         # Leave one CPU to the read tasks: an actor pool that takes every CPU starves them
         # and the job hangs silently (seen with Ray 2.60 on 2 cores).
         actors = max(1, cluster_cpus() - 1)
-    outputs = dataset.map_batches(
+    sums = dataset.map_batches(
         TileModel,
         fn_constructor_kwargs={"model_uri": model_uri, "features": features.to_dict(), "use_gpu": use_gpu},
         batch_size=batch_size,
@@ -116,12 +120,9 @@ def predict_songs(
         num_gpus=1 if use_gpu else 0,
         num_cpus=0 if use_gpu else 1,
     )
-    # Ray's default of 200 shuffle partitions costs seconds of scheduling on small inputs.
-    partitions = max(1, min(len(tile_uris), 2 * cluster_cpus()))
-    pooled = outputs.groupby("song_id", num_partitions=partitions).map_groups(pool_group, batch_format="numpy")
-    frame = pooled.to_pandas()
+    frame = pooled_frame(list(sums.iter_batches(batch_size=None, batch_format="numpy")))
     logger.info("pooled %d songs from %d tile shards", len(frame), len(tile_uris))
-    return frame.sort_values("song_id").reset_index(drop=True)
+    return frame
 
 
 def predict_songs_locally(
@@ -130,7 +131,7 @@ def predict_songs_locally(
     """The same per-song outputs as ``predict_songs``, computed in this process.
 
     For a handful of songs (a nightly delta) starting Ray workers and a model actor costs far
-    more than the work itself; the same TileModel and pool_group make the rows identical.
+    more than the work itself; the same TileModel and merge make the rows the same.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -139,28 +140,18 @@ def predict_songs_locally(
 
     model = TileModel(model_uri, features.to_dict(), use_gpu=False, threads=1)
     wanted = pa.array(sorted(song_ids), pa.string())
-    outputs: dict[str, list[np.ndarray]] = {"song_id": [], "label_id": [], "probs": [], "embedding": []}
+    parts = []
     for uri in tile_uris:
         table = read_table(uri, ["song_id", "tile", "label"])
         table = table.filter(pc.is_in(table["song_id"], wanted))
         for start in range(0, table.num_rows, batch_size):
             chunk = table.slice(start, batch_size)
-            batch = {
+            parts.append(model({
                 "song_id": np.asarray(chunk["song_id"].to_pylist(), dtype=object),
                 "tile": np.asarray(chunk["tile"].to_pylist(), dtype=object),
                 "label": np.asarray(chunk["label"].to_pylist(), dtype=object),
-            }
-            for key, value in model(batch).items():
-                outputs[key].append(value)
-    if not outputs["song_id"]:
-        return pd.DataFrame(columns=["song_id", "n_tiles", "tiles_correct", "probs", "embedding"])
-    tiles = {key: np.concatenate(values) for key, values in outputs.items()}
-    rows = []
-    for song_id in sorted(set(tiles["song_id"])):
-        mask = tiles["song_id"] == song_id
-        pooled = pool_group({key: value[mask] for key, value in tiles.items()})
-        rows.append({key: value[0] for key, value in pooled.items()})
-    return pd.DataFrame(rows)
+            }))
+    return pooled_frame(parts)
 
 
 def runs_locally(songs: pd.DataFrame, use_gpu: bool, local_max_tiles: int = LOCAL_MAX_TILES) -> bool:

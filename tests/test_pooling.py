@@ -137,3 +137,30 @@ def test_choose_threshold_rejects_bad_arguments() -> None:
         choose_threshold(np.array([0.5]), np.array([True, False]))
     with pytest.raises(ValueError):
         choose_threshold(np.array([0.5]), np.array([True]), target_accuracy=1.5)
+
+
+def test_pooling_in_parts_equals_pooling_whole_songs() -> None:
+    """Batches reduced to per-song sums and merged give what pool_song gives on whole songs,
+    whatever the batch boundaries (a song's tiles may fall in several batches)."""
+    from genre_batch.pooling import merge_song_sums, pooled_songs, song_sums
+
+    rng = np.random.default_rng(7)
+    songs = np.repeat(["s3", "s1", "s2", "s0"], [5, 1, 7, 3])
+    labels = {"s3": 2, "s1": 0, "s2": -1, "s0": 1}  # s2 is unlabelled
+    logits = rng.normal(size=(len(songs), 4))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    embeddings = rng.normal(size=(len(songs), 6))
+    label_ids = np.array([labels[s] for s in songs])
+    order = rng.permutation(len(songs))  # batches do not follow songs
+    parts = [song_sums(songs[i], probs[i], embeddings[i], label_ids[i]) for i in np.array_split(order, 5)]
+    pooled = pooled_songs(merge_song_sums(parts))
+
+    assert pooled["song_id"].tolist() == ["s0", "s1", "s2", "s3"]
+    for row, song in enumerate(pooled["song_id"]):
+        mask = songs == song
+        want_probs, want_embedding = pool_song(probs[mask], embeddings[mask])
+        np.testing.assert_allclose(pooled["probs"][row], want_probs, atol=1e-6)
+        np.testing.assert_allclose(pooled["embedding"][row], want_embedding, atol=1e-6)
+        assert pooled["n_tiles"][row] == mask.sum()
+        hits = int((probs[mask].argmax(axis=1) == labels[song]).sum()) if labels[song] >= 0 else -1
+        assert pooled["tiles_correct"][row] == hits
