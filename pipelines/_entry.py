@@ -22,3 +22,20 @@ def job_main(
     )
     add_arguments(parser)
     return run_entry_point(lambda: print(from_args(parser.parse_args(argv)).summary()))
+
+
+def add_device_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--gpu`` / ``--cpu`` for a job whose ``what`` runs on GPUs when the cluster has them
+    (``args.use_gpu``: True, False, or None for "when there are any")."""
+    device = parser.add_mutually_exclusive_group()
+    device.add_argument("--gpu", dest="use_gpu", action="store_const", const=True, default=None,
+                        help=f"{what} on GPUs (default: on GPUs when the cluster has any)")
+    device.add_argument("--cpu", dest="use_gpu", action="store_const", const=False, help=f"{what} on CPUs only")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

@@ -58,6 +58,11 @@ def cluster_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
+def use_gpus(asked: bool | None) -> bool:
+    """``--gpu`` / ``--cpu`` as asked; neither (None): GPUs when the cluster has any."""
+    return cluster_gpus() > 0 if asked is None else asked
+
+
 def quiet_ray_data() -> None:
     """Progress bars on a terminal; elsewhere (CI, job logs) no per-second progress lines."""
     from ray.data import DataContext

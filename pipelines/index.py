@@ -34,6 +34,7 @@ from genre_batch.layout import RootLayout
 from genre_batch.pooling import UNKNOWN, choose_threshold
 from genre_batch.storage import check_writable, new_version, publish, read_bytes, upload_file, write_bytes, write_json
 from genre_batch.tables import read_frame, write_rows
+from pipelines._entry import add_device_flags
 
 logger = logging.getLogger(__name__)
 
@@ -201,9 +202,10 @@ def publish_index(
 
 
 def run_index(
-    root: str, config: IndexConfig = IndexConfig(), use_gpu: bool = False, address: str | None = None
+    root: str, config: IndexConfig = IndexConfig(), use_gpu: bool | None = None, address: str | None = None
 ) -> IndexReport:
-    from pipelines._ray import ensure_ray
+    """``use_gpu`` None: inference on GPUs when the cluster has any."""
+    from pipelines._ray import ensure_ray, use_gpus
 
     started = time.perf_counter()
     check_writable(root)
@@ -212,7 +214,7 @@ def run_index(
     model = ModelInUse.published(layout, ingest)
     songs = read_frame(ingest.songs_uri)
     ensure_ray(address)
-    pooled = embed_songs(ingest, model, ingest.tile_uris, config, use_gpu)
+    pooled = embed_songs(ingest, model, ingest.tile_uris, config, use_gpus(use_gpu))
     return publish_index(layout, ingest, model, pooled, songs, config, started)
 
 
@@ -225,7 +227,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-coverage", type=float, default=defaults.min_coverage,
                         help="share of validation songs the unknown rule must keep")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="tiles per inference batch")
-    parser.add_argument("--gpu", action="store_true", help="run inference on GPUs")
+    add_device_flags(parser, "inference")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
 
 
@@ -236,7 +238,7 @@ def from_args(args: argparse.Namespace) -> IndexReport:
         min_coverage=args.min_coverage,
         batch_size=args.batch_size,
     )
-    return run_index(args.root, config, use_gpu=args.gpu, address=args.address)
+    return run_index(args.root, config, use_gpu=args.use_gpu, address=args.address)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,7 @@ from genre_batch.ingest import (
 from genre_batch.layout import RootLayout
 from genre_batch.storage import check_writable, filesystem, new_version, publish, write_json
 from genre_batch.tables import write_rows
+from pipelines._entry import positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder (parent folder name, default), tags (ID3/Vorbis genre), none, "
         "or the URI of a CSV with columns path,genre[,artist][,split]",
     )
-    parser.add_argument("--files-per-task", type=int, default=8, help="files per Ray task = per tile shard")
+    parser.add_argument("--files-per-task", type=positive_int, default=8, help="files per Ray task = per tile shard")
     parser.add_argument("--tile-hop", type=int, default=FeatureConfig.tile_hop_frames,
                         help="frames between tile starts (256 = no overlap)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the artist/song split hash")

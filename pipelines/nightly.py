@@ -56,6 +56,7 @@ from genre_batch.storage import (
     write_json,
 )
 from genre_batch.tables import read_frame, write_rows
+from pipelines._entry import add_device_flags, positive_int
 from pipelines.inference import LOCAL_MAX_TILES
 
 if TYPE_CHECKING:
@@ -337,12 +338,14 @@ def run_nightly(
     keep: int = 3,
     files_per_task: int = 8,
     index_config: IndexConfig = IndexConfig(),
-    use_gpu: bool = False,
+    use_gpu: bool | None = None,
     address: str | None = None,
     local_max_tiles: int = LOCAL_MAX_TILES,
     train_config: TrainConfig | None = None,
 ) -> NightlyReport:
-    from pipelines._ray import ensure_ray
+    """``use_gpu`` None: inference on GPUs when the cluster has any; a delta of up to
+    ``local_max_tiles`` tiles is embedded in this process unless GPUs are asked for."""
+    from pipelines._ray import ensure_ray, use_gpus
     from pipelines.index import ModelInUse, embed_songs, publish_index
     from pipelines.inference import predict_songs_of, runs_locally
     from pipelines.ingest import ingest_locally, run_files
@@ -402,7 +405,9 @@ def run_nightly(
         report.counts = {**diff.counts(), "failed": len(diff.still_failed)}
 
     if retrain:
-        retrain_if_better(root, layout, ingest, report, train_config or TrainConfig(), address)
+        ensure_ray(address)
+        train_config = dataclasses.replace(train_config or TrainConfig(), use_gpu=use_gpus(use_gpu))
+        retrain_if_better(root, layout, ingest, report, train_config, address)
         since = clock.lap("train", since)
 
     try:
@@ -420,14 +425,16 @@ def run_nightly(
         if delta is None or not delta.up_to_date:
             if delta is None:  # new model (or no usable index): every song
                 ensure_ray(address)
-                pooled = embed_songs(ingest, model, ingest.tile_uris, index_config, use_gpu)
+                pooled = embed_songs(ingest, model, ingest.tile_uris, index_config, use_gpus(use_gpu))
             else:
                 stale = delta.stale
                 stale_rows = current_songs[current_songs["song_id"].isin(stale)]
-                if not runs_locally(stale_rows, use_gpu, local_max_tiles):
+                on_gpu = bool(use_gpu)
+                if not runs_locally(stale_rows, on_gpu, local_max_tiles):
                     ensure_ray(address)
+                    on_gpu = use_gpus(use_gpu)
                 fresh = predict_songs_of(stale_rows, layout.ingest_area, model.uri, ingest.feature_config,
-                                         use_gpu=use_gpu, batch_size=index_config.batch_size,
+                                         use_gpu=on_gpu, batch_size=index_config.batch_size,
                                          local_max_tiles=local_max_tiles)
                 stored = read_frame(current_index.predictions_uri)
                 reused = set(current_songs["song_id"]) - stale
@@ -461,16 +468,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train a new model first; publish it only if valid song accuracy is not worse")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="epochs of a --retrain run")
     parser.add_argument("--keep", type=int, default=3, help="versions of ingest and index to keep")
-    parser.add_argument("--files-per-task", type=int, default=8, help="files per Ray task = per tile shard")
-    parser.add_argument("--gpu", action="store_true", help="run inference on GPUs")
+    parser.add_argument("--files-per-task", type=positive_int, default=8,
+                        help="files per Ray task = per tile shard; up to this many new files are decoded in this process")
+    parser.add_argument("--local-max-tiles", type=int, default=LOCAL_MAX_TILES,
+                        help="embed a delta of up to this many tiles in this process (0: always Ray Data)")
+    add_device_flags(parser, "inference and --retrain")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
 
 
 def from_args(args: argparse.Namespace) -> NightlyReport:
     return run_nightly(
         args.catalogue, args.root, labels=args.labels, retry_failed=args.retry_failed, retrain=args.retrain,
-        keep=args.keep, files_per_task=args.files_per_task, use_gpu=args.gpu, address=args.address,
-        train_config=TrainConfig(epochs=args.epochs, use_gpu=args.gpu),
+        keep=args.keep, files_per_task=args.files_per_task, use_gpu=args.use_gpu, address=args.address,
+        local_max_tiles=args.local_max_tiles,
+        train_config=TrainConfig(epochs=args.epochs),
     )
 
 

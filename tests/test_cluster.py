@@ -18,7 +18,7 @@ import pytest
 import s3fs
 
 from genre_batch.synth import write_catalogue
-from tests.servers import SECRET_ACCESS_KEY, free_port
+from tests.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +112,7 @@ def test_chain_as_submitted_jobs(cluster, s3_server, tmp_path):
         status = ray_cli(cluster["env"], "job", "status", "--address", cluster["address"], submission_id)
         assert f"Job '{submission_id}' succeeded" in status.stdout, status.stdout + status.stderr
         logs = ray_cli(cluster["env"], "job", "logs", "--address", cluster["address"], submission_id).stdout
-        assert SECRET_ACCESS_KEY not in logs
+        assert SECRET_ACCESS_KEY not in logs and ACCESS_KEY_ID not in logs
         if submission_id == "gb-ingest":
             assert f"{summary.songs} songs" in logs and "1 errors" in logs, logs[-2000:]
             assert len(nodes_that_ran(cluster, submission_id, "MapBatches(ingest_batch)")) == 2, \
@@ -134,24 +134,28 @@ def test_chain_as_submitted_jobs(cluster, s3_server, tmp_path):
     assert fs.glob(f"{ROOT}/models/{run}/ray/checkpoint_*/model.pt")
     assert fs.exists(f"{ROOT}/models/{run}/model.pt") and fs.exists(f"{ROOT}/models/{run}/training_curves.png")
 
-    # The nightly job, submitted the same way, after one song was added to the bucket.
+    # The nightly job, submitted the same way, after two songs were added to the bucket. One
+    # file per task and no in-process embedding: its Ray Data stages run on the cluster too.
     import dataclasses
 
     import soundfile
 
     from genre_batch.synth import plan_catalogue, render_song
 
-    song = plan_catalogue(1, seed=808, min_duration_s=12.0, max_duration_s=12.5)[0]
-    song = dataclasses.replace(song, relative_path=song.relative_path.replace(".mp3", " (new).mp3"))
-    soundfile.write(tmp_path / "new.mp3", render_song(song), song.sample_rate, format="MP3")
-    fs.put_file(str(tmp_path / "new.mp3"), f"{CATALOGUE}/{song.relative_path}")
+    for song in plan_catalogue(2, seed=808, min_duration_s=12.0, max_duration_s=12.5):
+        song = dataclasses.replace(song, relative_path=song.relative_path.replace(".mp3", " (new).mp3"))
+        soundfile.write(tmp_path / "new.mp3", render_song(song), song.sample_rate, format="MP3")
+        fs.put_file(str(tmp_path / "new.mp3"), f"{CATALOGUE}/{song.relative_path}")
     result = submit(cluster, "gb-nightly", "python", "-m", "pipelines.nightly", "--catalogue", CATALOGUE,
-                    "--root", ROOT)
+                    "--root", ROOT, "--files-per-task", "1", "--local-max-tiles", "0")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     logs = ray_cli(cluster["env"], "job", "logs", "--address", cluster["address"], "gb-nightly").stdout
-    assert "1 new, 0 changed, 0 removed" in logs and "published ingest, index" in logs, logs[-2000:]
+    assert "2 new, 0 changed, 0 removed" in logs and "published ingest, index" in logs, logs[-2000:]
+    assert SECRET_ACCESS_KEY not in logs and ACCESS_KEY_ID not in logs
+    assert nodes_that_ran(cluster, "gb-nightly", "MapBatches(ingest_batch)")  # decoded by Ray tasks
+    assert nodes_that_ran(cluster, "gb-nightly", "TileModel")  # embedded by the Ray Data actor pool
     index = fs.cat(f"{ROOT}/index/LATEST").decode().strip()
-    assert json.loads(fs.cat(f"{ROOT}/index/{index}/manifest.json"))["songs"] == summary.songs + 1
+    assert json.loads(fs.cat(f"{ROOT}/index/{index}/manifest.json"))["songs"] == summary.songs + 2
 
 
 def test_failed_job_exits_non_zero(cluster):

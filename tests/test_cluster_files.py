@@ -274,7 +274,7 @@ def test_rayjob_index_has_gpus_before_it_starts() -> None:
     # predict_songs sizes its actor pool from the GPUs present at start: from 0 it uses CPUs.
     manifest = rayjob("index")
     _, argv = entrypoint_argv(manifest)
-    if parse_with_module("pipelines.index", argv).gpu:
+    if parse_with_module("pipelines.index", argv).use_gpu:
         groups = gpu_groups(manifest["spec"]["rayClusterSpec"])
         assert sum(group.get("minReplicas", 0) * gpus_per_pod(group) for group in groups) >= 1
 
