@@ -305,7 +305,8 @@ def run_train(
             ),
         ),
         datasets=tile_datasets(ingest, labels, songs),
-        dataset_config=DataConfig(datasets_to_split=["train", "valid"]),
+        # One worker reads the whole of each split: no split coordinator actors to start.
+        dataset_config=DataConfig(datasets_to_split=["train", "valid"] if workers > 1 else []),
     )
     result = trainer.fit()
     if result.error:

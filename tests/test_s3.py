@@ -42,6 +42,19 @@ def genre_batch(env: dict[str, str], *argv: str, check: bool = True) -> subproce
     return result
 
 
+def run_here(capsys, *argv: str) -> str:
+    """A command in this process (the S3 server's environment is this process's); its output
+    joins the credential scan."""
+    from genre_batch.cli import main
+
+    capsys.readouterr()
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    OUTPUTS.append(subprocess.CompletedProcess(argv, code, captured.out, captured.err))
+    assert code == 0, captured.err
+    return captured.out
+
+
 @pytest.fixture(scope="module")
 def s3_run(s3_server, tmp_path_factory):
     s3_server.reset()
@@ -104,8 +117,9 @@ def test_outputs_readable_with_pyarrow_and_pandas(s3_run):
     assert (songs.to_pandas().set_index("path").loc[unlabelled["path"], "label_source"] == "none").all()
 
 
-def test_answers_read_from_s3(s3_run):
+def test_answers_read_from_s3(s3_run, capsys, monkeypatch):
     env = s3_run["env"]
+    monkeypatch.setenv("GENRE_BATCH_CACHE", env["GENRE_BATCH_CACHE"])  # the Annoy file's local copy
     index = s3_run["fs"].cat(f"{ROOT}/index/LATEST").decode().strip()
     predictions = pd.read_parquet(
         f"{ROOT}/index/{index}/predictions.parquet",
@@ -123,10 +137,11 @@ def test_answers_read_from_s3(s3_run):
         expected = (row["label"], "label") if isinstance(row["label"], str) else (row["genre"], "predicted")
         assert (neighbour["genre"], neighbour["genre_source"]) == expected
     assert sum(n["genre_source"] == "predicted" for n in similar["neighbours"]) == UNLABELLED
-    # An audio file given by its s3:// URI is featurised straight from the bucket.
-    by_audio = json.loads(genre_batch(env, "similar", "--root", ROOT, "--audio", song.path, "--json").stdout)
+    # An audio file given by its s3:// URI is featurised straight from the bucket (in this
+    # process: the command line is the one just run).
+    by_audio = json.loads(run_here(capsys, "similar", "--root", ROOT, "--audio", song.path, "--json"))
     assert song.song_id not in [n["song_id"] for n in by_audio["neighbours"]]
-    classified = json.loads(genre_batch(env, "classify", "--root", ROOT, song.path, "--json").stdout)
+    classified = json.loads(run_here(capsys, "classify", "--root", ROOT, song.path, "--json"))
     assert classified[0]["predicted"] == song.predicted
 
 

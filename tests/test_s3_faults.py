@@ -117,3 +117,23 @@ def test_reads_after_recovery_see_the_real_objects(proxy):
     write_json(f"s3://{BUCKET}/faithful/x.json", {"a": [1, 2]})
     assert pd.read_json(direct.open(f"{BUCKET}/faithful/x.json")).to_dict("list") == {"a": [1, 2]}
     assert faulty.requests > 0
+
+
+def test_credentials_from_a_profile(s3_server, monkeypatch, tmp_path):
+    """The standard AWS chain, not only environment keys: a named profile in a credentials file."""
+    credentials = tmp_path / "credentials"
+    credentials.write_text(f"[genre-batch]\naws_access_key_id = {ACCESS_KEY_ID}\n"
+                           f"aws_secret_access_key = {SECRET_ACCESS_KEY}\n")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_PROFILE", "genre-batch")
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        direct = s3fs.S3FileSystem(endpoint_url=s3_server.endpoint, skip_instance_cache=True)
+        if not direct.exists(BUCKET):
+            direct.mkdir(BUCKET)
+        write_json(f"s3://{BUCKET}/profile/x.json", {"from": "profile"})
+        assert read_json(f"s3://{BUCKET}/profile/x.json") == {"from": "profile"}
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
