@@ -1,4 +1,7 @@
-"""Waveform -> log-mel spectrogram -> uint8 -> 256x256 tiles. Pure numpy, one STFT per song.
+"""Waveform -> log-mel spectrogram -> uint8 -> 256x256 tiles. One STFT per song.
+
+numpy frames and windows, torch's FFT (MKL: ~3x scipy's float32 FFT here), a sparse mel
+filterbank (scipy), numpy dB and quantisation.
 
 The same functions serve ingest, ``classify`` and ``similar --audio``, driven by one
 ``FeatureConfig``, so a model never sees tiles made differently from its training tiles.
@@ -10,9 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import scipy.fft
-import scipy.signal
 import scipy.sparse
+import torch
 
 from genre_batch.config import FeatureConfig
 from genre_batch.errors import AudioTooShortError
@@ -58,7 +60,9 @@ def _sparse_filterbank(config: FeatureConfig) -> scipy.sparse.csr_matrix:
 
 @lru_cache(maxsize=8)
 def _window(n_fft: int) -> np.ndarray:
-    return scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)  # periodic, as librosa
+    """Periodic Hann, as librosa's (``scipy.signal.get_window("hann", n, fftbins=True)``,
+    tested equal); written out because importing scipy.signal costs ~1 s per process."""
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
 
 
 def mel_power(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -70,7 +74,8 @@ def mel_power(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     half = config.n_fft // 2
     padded = np.pad(np.asarray(samples, dtype=np.float32), half)
     frames = np.lib.stride_tricks.sliding_window_view(padded, config.n_fft)[:: config.hop_length]
-    spectrum = scipy.fft.rfft(frames * _window(config.n_fft), axis=1)  # [frames, 1 + n_fft/2]
+    windowed = torch.from_numpy(frames * _window(config.n_fft))  # contiguous [frames, n_fft]
+    spectrum = torch.fft.rfft(windowed, dim=1).numpy()  # complex64 [frames, 1 + n_fft/2]
     power = spectrum.real**2 + spectrum.imag**2
     return np.asarray(_sparse_filterbank(config) @ power.T, dtype=np.float32)
 

@@ -62,6 +62,14 @@ def test_mel_filterbank_equals_librosa() -> None:
         np.testing.assert_allclose(mel_filterbank(config), expected, rtol=1e-5, atol=1e-9)
 
 
+def test_window_is_scipys_periodic_hann() -> None:
+    import scipy.signal
+
+    from genre_batch.features import _window
+
+    np.testing.assert_allclose(_window(2048), scipy.signal.get_window("hann", 2048, fftbins=True), atol=1e-7)
+
+
 def test_mel_db_matches_librosa() -> None:
     samples = noisy_sine(440.0, 6.0, SR)
     reference = librosa.power_to_db(
