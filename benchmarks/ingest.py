@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--songs", type=int, default=200, help="songs in the catalogue (default: 200)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per song (default: 30)")
     parser.add_argument("--seed", type=int, default=0, help="catalogue seed (default: 0)")
+    parser.add_argument("--source-format", default="44100x2",
+                        help="sample rate x channels of every mp3, e.g. 44100x2 (what real catalogues hold; "
+                        "default), or 'mixed' for the demo's mix of 22.05/44.1 kHz mono/stereo files")
     parser.add_argument(
         "--catalogue",
         default=None,
@@ -256,11 +259,21 @@ class _no_sampler:
 # --------------------------------------------------------------------------------------
 
 
-def prepare_catalogue(directory: Path, songs: int, duration_s: float, seed: int) -> tuple[list[CatalogueFile], float]:
+def parse_source_format(text: str) -> tuple[int, int] | None:
+    if text == "mixed":
+        return None
+    rate, _, channels = text.partition("x")
+    return int(rate), int(channels)
+
+
+def prepare_catalogue(
+    directory: Path, songs: int, duration_s: float, seed: int, source_format: str
+) -> tuple[list[CatalogueFile], float]:
     """Write (or reuse) the catalogue; returns its files and the seconds spent writing it."""
     from genre_batch.synth import write_catalogue
 
-    wanted = {"songs": songs, "duration_s": duration_s, "seed": seed, "broken_file": False}
+    wanted = {"songs": songs, "duration_s": duration_s, "seed": seed, "broken_file": False,
+              "source_format": source_format}
     marker = directory / MARKER
     if marker.exists() and json.loads(marker.read_text()) == wanted:
         files = list_catalogue(str(directory), "folder")
@@ -271,7 +284,7 @@ def prepare_catalogue(directory: Path, songs: int, duration_s: float, seed: int)
     marker.unlink(missing_ok=True)
     started = time.perf_counter()
     write_catalogue(directory, songs, seed, min_duration_s=duration_s, max_duration_s=duration_s,
-                    with_broken_file=False)
+                    with_broken_file=False, source_format=parse_source_format(source_format))
     seconds = time.perf_counter() - started
     files = list_catalogue(str(directory), "folder")
     if len(files) != songs:
@@ -602,7 +615,7 @@ def main(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     catalogue_dir = Path(args.catalogue).resolve() if args.catalogue else work / "catalogue"
     catalogue_dir.mkdir(parents=True, exist_ok=True)
-    files, synth_s = prepare_catalogue(catalogue_dir, args.songs, args.duration, args.seed)
+    files, synth_s = prepare_catalogue(catalogue_dir, args.songs, args.duration, args.seed, args.source_format)
     if synth_s:
         print(f"catalogue written in {synth_s:.1f} s: {catalogue_dir}")
 

@@ -14,7 +14,6 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.sparse
-import torch
 
 from genre_batch.config import FeatureConfig
 from genre_batch.errors import AudioTooShortError
@@ -71,6 +70,8 @@ def mel_power(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     The same numbers as ``librosa.feature.melspectrogram(center=True, pad_mode="constant")``,
     computed with one float32 ``rfft`` over strided frames and a sparse filterbank.
     """
+    import torch  # here, not at the top: listing or --help needs no torch (~2 s to import)
+
     half = config.n_fft // 2
     padded = np.pad(np.asarray(samples, dtype=np.float32), half)
     frames = np.lib.stride_tricks.sliding_window_view(padded, config.n_fft)[:: config.hop_length]

@@ -446,11 +446,14 @@ def plan_catalogue(
     seed: int = 0,
     min_duration_s: float = 20.0,
     max_duration_s: float = 60.0,
+    source_format: tuple[int, int] | None = None,
 ) -> list[SynthSong]:
     """Decide every song of a catalogue; same arguments, same plan.
 
     Genres are dealt round-robin (balanced to within one song), artists round-robin inside
-    each genre, so every artist of a genre gets songs before any gets a second one.
+    each genre, so every artist of a genre gets songs before any gets a second one. Files are
+    a mix of 22.05/44.1 kHz and mono/stereo, or all ``source_format`` (sample rate, channels)
+    when given (benchmarks: real catalogues are 44.1 kHz stereo).
     """
     if n_songs < 1:
         raise ValueError(f"n_songs must be at least 1, got {n_songs}")
@@ -459,6 +462,8 @@ def plan_catalogue(
     rng = np.random.default_rng(seed)
     sample_rates = _shuffled_shares(rng, n_songs, SHARE_HIGH_RATE, SAMPLE_RATES[1], SAMPLE_RATES[0])
     channel_counts = _shuffled_shares(rng, n_songs, SHARE_STEREO, 2, 1)
+    if source_format is not None:
+        sample_rates, channel_counts = [source_format[0]] * n_songs, [source_format[1]] * n_songs
     # Each genre's artists start at a seed-dependent offset so small catalogues differ by seed.
     artist_offsets = {genre: int(rng.integers(len(STYLES[genre].artists))) for genre in GENRES}
     used_paths: set[str] = set()
@@ -1488,6 +1493,7 @@ def write_catalogue(
     max_duration_s: float = 60.0,
     processes: int | None = None,
     with_broken_file: bool = True,
+    source_format: tuple[int, int] | None = None,
 ) -> CatalogueSummary:
     """Render, encode and tag a demo catalogue under ``out_dir``; rerunning overwrites it.
 
@@ -1498,7 +1504,7 @@ def write_catalogue(
     """
     started = time.perf_counter()
     root = Path(out_dir).resolve()
-    songs = plan_catalogue(n_songs, seed, min_duration_s, max_duration_s)
+    songs = plan_catalogue(n_songs, seed, min_duration_s, max_duration_s, source_format)
     for genre in {song.genre for song in songs} | ({GENRES[0]} if with_broken_file else set()):
         (root / genre).mkdir(parents=True, exist_ok=True)
     # Longest encodes first so the pool does not finish on one long straggler.
