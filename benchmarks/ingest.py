@@ -38,9 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--songs", type=int, default=200, help="songs in the catalogue (default: 200)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per song (default: 30)")
     parser.add_argument("--seed", type=int, default=0, help="catalogue seed (default: 0)")
-    parser.add_argument("--source-format", default="44100x2",
-                        help="sample rate x channels of every mp3, e.g. 44100x2 (what real catalogues hold; "
-                        "default), or 'mixed' for the demo's mix of 22.05/44.1 kHz mono/stereo files")
+    parser.add_argument("--source-format", default="mixed",
+                        help="'mixed' (default): the demo's mix of 22.05/44.1 kHz mono/stereo mp3s, as in "
+                        "earlier results; or sample rate x channels of every file, e.g. 44100x2 (what "
+                        "real catalogues hold)")
     parser.add_argument(
         "--catalogue",
         default=None,
@@ -101,12 +102,12 @@ from genre_batch.catalogue import CatalogueFile, list_catalogue  # noqa: E402
 from genre_batch.config import FeatureConfig, SplitConfig  # noqa: E402
 from genre_batch.decode import decode_audio  # noqa: E402
 from genre_batch.ingest import FileOutcome, error_row, ingest_file, write_tile_shard  # noqa: E402
+from benchmarks.catalogue import prepare_catalogue  # noqa: E402
 
 logger = logging.getLogger("benchmarks.ingest")
 
 FEATURES = FeatureConfig()
 SPLITS = SplitConfig()
-MARKER = ".benchmark-catalogue.json"
 TARGETS = {
     "core_vs_hobby": 5.0,  # (2)/(3), x-realtime per core
     "core_vs_decode": 0.8,  # (2)/(1), x-realtime per core
@@ -268,40 +269,6 @@ class _no_sampler:
 # --------------------------------------------------------------------------------------
 # The catalogue: generated once, reused when --catalogue holds the same one
 # --------------------------------------------------------------------------------------
-
-
-def parse_source_format(text: str) -> tuple[int, int] | None:
-    if text == "mixed":
-        return None
-    rate, _, channels = text.partition("x")
-    return int(rate), int(channels)
-
-
-def prepare_catalogue(
-    directory: Path, songs: int, duration_s: float, seed: int, source_format: str
-) -> tuple[list[CatalogueFile], float]:
-    """Write (or reuse) the catalogue; returns its files and the seconds spent writing it."""
-    from genre_batch.synth import write_catalogue
-
-    wanted = {"songs": songs, "duration_s": duration_s, "seed": seed, "broken_file": False,
-              "source_format": source_format}
-    marker = directory / MARKER
-    if marker.exists() and json.loads(marker.read_text()) == wanted:
-        files = list_catalogue(str(directory), "folder")
-        if len(files) == songs:
-            logger.info("reusing the catalogue in %s", directory)
-            return files, 0.0
-    logger.info("writing %d songs of %.0f s to %s", songs, duration_s, directory)
-    marker.unlink(missing_ok=True)
-    started = time.perf_counter()
-    write_catalogue(directory, songs, seed, min_duration_s=duration_s, max_duration_s=duration_s,
-                    with_broken_file=False, source_format=parse_source_format(source_format))
-    seconds = time.perf_counter() - started
-    files = list_catalogue(str(directory), "folder")
-    if len(files) != songs:
-        raise SystemExit(f"{directory} holds {len(files)} audio files, expected {songs}: use an empty directory")
-    marker.write_text(json.dumps(wanted))
-    return files, seconds
 
 
 def read_bytes(path: str) -> bytes:
@@ -626,7 +593,8 @@ def main(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     catalogue_dir = Path(args.catalogue).resolve() if args.catalogue else work / "catalogue"
     catalogue_dir.mkdir(parents=True, exist_ok=True)
-    files, synth_s = prepare_catalogue(catalogue_dir, args.songs, args.duration, args.seed, args.source_format)
+    synth_s = prepare_catalogue(catalogue_dir, args.songs, args.duration, args.seed, args.source_format)
+    files = list_catalogue(str(catalogue_dir), "folder")
     if synth_s:
         print(f"catalogue written in {synth_s:.1f} s: {catalogue_dir}")
 

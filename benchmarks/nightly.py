@@ -58,7 +58,6 @@ if str(REPO) not in sys.path:
 
 logger = logging.getLogger("benchmarks.nightly")
 
-MARKER = ".benchmark-catalogue.json"  # same marker as benchmarks/ingest.py
 ADDED_TAG = "nightly-bench"  # in the names of the songs this benchmark adds (removed at start and end)
 TARGET_RATIO = 0.05
 NIGHTLY_STAGES = ("list_and_compare", "ingest", "publish_ingest", "embed", "index", "retention")
@@ -70,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--songs", type=int, default=300, help="songs in the catalogue (default: 300)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per song (default: 30)")
     parser.add_argument("--seed", type=int, default=0, help="catalogue seed (default: 0)")
+    parser.add_argument("--source-format", default="mixed",
+                        help="'mixed' (default): the demo's mix of 22.05/44.1 kHz mono/stereo mp3s, as in "
+                        "earlier results; or sample rate x channels of every file, e.g. 44100x2 (what "
+                        "real catalogues hold)")
     parser.add_argument("--catalogue", default=None,
                         help="directory for the catalogue, reused when it holds the same songs/duration/seed "
                         "(default: a temporary directory, deleted at the end)")
@@ -175,39 +178,24 @@ def remove_added_songs(catalogue: Path) -> int:
     return removed
 
 
-def prepare_catalogue(directory: Path, songs: int, duration_s: float, seed: int) -> float:
-    """Write (or reuse) the catalogue; returns the seconds spent writing it."""
-    from genre_batch.catalogue import list_catalogue
-    from genre_batch.synth import write_catalogue
+def prepare_catalogue(directory: Path, songs: int, duration_s: float, seed: int, source_format: str) -> float:
+    """Write (or reuse) the catalogue, without songs an earlier run added; returns the seconds spent writing it."""
+    from benchmarks.catalogue import prepare_catalogue as prepare
 
     directory.mkdir(parents=True, exist_ok=True)
     if removed := remove_added_songs(directory):
         logger.info("removed %d songs added by an earlier run", removed)
-    wanted = {"songs": songs, "duration_s": duration_s, "seed": seed, "broken_file": False}
-    marker = directory / MARKER
-    if marker.exists() and json.loads(marker.read_text()) == wanted:
-        if len(list_catalogue(str(directory), "folder")) == songs:
-            logger.info("reusing the catalogue in %s", directory)
-            return 0.0
-    logger.info("writing %d songs of %.0f s to %s", songs, duration_s, directory)
-    marker.unlink(missing_ok=True)
-    started = time.perf_counter()
-    write_catalogue(directory, songs, seed, min_duration_s=duration_s, max_duration_s=duration_s,
-                    with_broken_file=False)
-    seconds = time.perf_counter() - started
-    found = len(list_catalogue(str(directory), "folder"))
-    if found != songs:
-        raise SystemExit(f"{directory} holds {found} audio files, expected {songs}: use an empty directory")
-    marker.write_text(json.dumps(wanted))
-    return seconds
+    return prepare(directory, songs, duration_s, seed, source_format)
 
 
-def add_songs(catalogue: Path, count: int, duration_s: float, seed: int) -> list[str]:
+def add_songs(catalogue: Path, count: int, duration_s: float, seed: int, source_format: str) -> list[str]:
     """Write ``count`` new songs (the nightly's 'new files'); returns their relative paths."""
+    from benchmarks.catalogue import parse_source_format
     from genre_batch.synth import plan_catalogue, write_song
 
     added = []
-    for song in plan_catalogue(count, seed=seed, min_duration_s=duration_s, max_duration_s=duration_s):
+    for song in plan_catalogue(count, seed=seed, min_duration_s=duration_s, max_duration_s=duration_s,
+                               source_format=parse_source_format(source_format)):
         song = dataclasses.replace(song, relative_path=song.relative_path.replace(".mp3", f" ({ADDED_TAG} s{seed}).mp3"))
         path = catalogue / song.relative_path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -548,14 +536,14 @@ def main(args: argparse.Namespace) -> int:
             shutil.rmtree(root)
     steps: dict[str, Step] = {}
     try:
-        written_s = prepare_catalogue(catalogue, args.songs, args.duration, args.seed)
+        written_s = prepare_catalogue(catalogue, args.songs, args.duration, args.seed, args.source_format)
         print(f"catalogue: {args.songs} songs x {args.duration:.0f} s in {catalogue}"
               + (f" (written in {written_s:.0f} s)" if written_s else " (reused)"))
         steps["ray_init"] = timed("ray.init", ray_init)
         steps["setup"] = timed("set-up: ingest + train (1 epoch) + index",
                                lambda: setup_chain(str(catalogue), str(root_a), args, index_config))
         n_added = max(1, math.ceil(args.songs * args.add_percent / 100))
-        added = add_songs(catalogue, n_added, args.duration, seed=args.seed + 1000)
+        added = add_songs(catalogue, n_added, args.duration, seed=args.seed + 1000, source_format=args.source_format)
         logger.info("added %d songs: %s", n_added, added)
         steps["nightly"] = timed("(b) nightly", lambda: nightly(str(catalogue), str(root_a), args.files_per_task,
                                                                  index_config))
