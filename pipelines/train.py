@@ -225,6 +225,9 @@ def label_vocabulary(songs: pd.DataFrame) -> list[str]:
 # there (Ray Train's advice for small datasets): otherwise every epoch re-runs the Parquet
 # read, which on a small catalogue costs more than the epoch itself.
 IN_MEMORY_SHARE = 0.2
+# Blocks of the in-memory splits: ~64 MiB of 256x256 uint8 tiles, so that the workers'
+# shards and the shuffle buffer work on several blocks rather than one.
+IN_MEMORY_BLOCK_TILES = 1024
 
 
 def tile_datasets(ingest: IngestVersion, labels: list[str], songs: pd.DataFrame) -> dict[str, Any]:
@@ -236,18 +239,40 @@ def tile_datasets(ingest: IngestVersion, labels: list[str], songs: pd.DataFrame)
 
     fs, _ = pyarrow_filesystem(ingest.tile_uris[0])
     paths = [filesystem(uri)[1] for uri in ingest.tile_uris]
-    tiles = ray.data.read_parquet(paths, filesystem=fs, columns=["tile", "label", "split"])
     used = songs["split"].isin(["train", "valid"]) & songs["label"].isin(labels)
     in_memory = int(songs.loc[used, "n_tiles"].sum()) * ingest.feature_config.tile_bytes <= (
         IN_MEMORY_SHARE * object_store_bytes()
     )
-    datasets = {}
+    if in_memory:
+        # Small enough for the object store, so small enough for one pyarrow read here: that
+        # costs milliseconds where a Ray Data read job costs seconds of task start-up per split.
+        logger.info("tiles cached in the object store")
+        return {split: ray.data.from_arrow(blocks) for split, blocks in small_split_blocks(fs, paths, labels).items()}
+    tiles = ray.data.read_parquet(paths, filesystem=fs, columns=["tile", "label", "split"])
+    logger.info("tiles streamed from storage each epoch")
+    # Arrow-native predicates: no Python call per tile.
+    return {split: tiles.filter(expr=(col("split") == split) & col("label").is_in(labels))
+            for split in ("train", "valid")}
+
+
+def small_split_blocks(fs: Any, paths: list[str], labels: list[str]) -> dict[str, list[Any]]:
+    """The labelled train and valid tiles of these shards as Arrow tables of at most
+    ``IN_MEMORY_BLOCK_TILES`` rows each (at least one per split, maybe empty)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    dataset = pads.dataset(paths, filesystem=fs, format="parquet")
+    table = dataset.to_table(
+        columns=["tile", "label", "split"],
+        filter=pc.field("split").isin(["train", "valid"]) & pc.field("label").isin(labels),
+    )
+    out: dict[str, list[pa.Table]] = {}
     for split in ("train", "valid"):
-        # Arrow-native predicates: no Python call per tile.
-        dataset = tiles.filter(expr=(col("split") == split) & col("label").is_in(labels))
-        datasets[split] = dataset.materialize() if in_memory else dataset
-    logger.info("tiles %s", "cached in the object store" if in_memory else "streamed from storage each epoch")
-    return datasets
+        part = table.filter(pc.field("split") == split).combine_chunks()
+        out[split] = [part.slice(start, IN_MEMORY_BLOCK_TILES)
+                      for start in range(0, max(part.num_rows, 1), IN_MEMORY_BLOCK_TILES)]
+    return out
 
 
 def run_train(

@@ -55,8 +55,24 @@ def run_here(capsys, *argv: str) -> str:
     return captured.out
 
 
+def run_in_process(*argv: str) -> subprocess.CompletedProcess:
+    """A command in this process, on the module's local Ray; its output joins the scan."""
+    import contextlib
+    import io
+
+    from genre_batch.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    result = subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+    OUTPUTS.append(result)
+    assert code == 0, f"genre-batch {' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
 @pytest.fixture(scope="module")
-def s3_run(s3_server, tmp_path_factory):
+def s3_run(s3_server, tmp_path_factory, ray_local):
     s3_server.reset()
     fs = s3fs.S3FileSystem(endpoint_url=s3_server.endpoint)
     fs.mkdir("gb-catalogue")
@@ -81,9 +97,11 @@ def s3_run(s3_server, tmp_path_factory):
                            "--labels", LABELS)]
     # Training into the bucket (Ray Train's storage_path there) is proven by test_cluster.
     publish_untrained_model(ROOT, "untrained")
+    # The ingest above ran as a user runs it, in a process of its own; index and evaluate run
+    # here, on the module's Ray (whose workers have only the same AWS environment variables).
     outputs += [
-        genre_batch(env, "index", "--root", ROOT, "--n-trees", "5"),
-        genre_batch(env, "evaluate", "--root", ROOT, "--json"),
+        run_in_process("index", "--root", ROOT, "--n-trees", "5"),
+        run_in_process("evaluate", "--root", ROOT, "--json"),
     ]
     return {"env": env, "fs": fs, "summary": summary, "outputs": outputs, "server": s3_server,
             "unlabelled": set(labels.loc[labels.index[:UNLABELLED], "path"])}

@@ -1,0 +1,50 @@
+"""What the training workers are fed: the labelled train and valid tiles, read in one go
+when small (pipelines.train.small_split_blocks)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from genre_batch import schemas
+from pipelines import train
+
+
+def write_shard(path, rows: list[tuple[str, int, str | None, str]]) -> None:
+    table = pa.table(
+        {
+            "song_id": [r[0] for r in rows],
+            "tile_index": pa.array([r[1] for r in rows], pa.int32()),
+            "start_s": pa.array([0.0] * len(rows), pa.float32()),
+            "tile": [f"{r[0]}:{r[1]}".encode() for r in rows],
+            "label": [r[2] for r in rows],
+            "split": [r[3] for r in rows],
+        },
+        schema=schemas.TILES,
+    )
+    pq.write_table(table, path)
+
+
+def test_small_splits_keep_exactly_the_labelled_train_and_valid_tiles(tmp_path, monkeypatch):
+    write_shard(tmp_path / "a.parquet", [("s1", 0, "rock", "train"), ("s1", 1, "rock", "train"),
+                                         ("s2", 0, "jazz", "valid"), ("s3", 0, "jazz", "test")])
+    write_shard(tmp_path / "b.parquet", [("s4", 0, None, "train"), ("s5", 0, "polka", "train"),
+                                         ("s6", 0, "rock", "train"), ("s6", 1, "rock", "train"),
+                                         ("s6", 2, "rock", "train")])
+    monkeypatch.setattr(train, "IN_MEMORY_BLOCK_TILES", 2)
+    paths = [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+    blocks = train.small_split_blocks(pafs.LocalFileSystem(), paths, ["jazz", "rock"])
+
+    assert [b.num_rows for b in blocks["train"]] == [2, 2, 1]  # unlabelled, polka and test left out
+    tiles = [t for b in blocks["train"] for t in b.column("tile").to_pylist()]
+    assert sorted(tiles) == [b"s1:0", b"s1:1", b"s6:0", b"s6:1", b"s6:2"]
+    assert [b.column("tile").to_pylist() for b in blocks["valid"]] == [[b"s2:0"]]
+    assert all(b.column_names == ["tile", "label", "split"] for b in blocks["train"] + blocks["valid"])
+
+
+def test_a_split_with_no_tiles_is_one_empty_block(tmp_path):
+    write_shard(tmp_path / "a.parquet", [("s1", 0, "rock", "train"), ("s2", 0, "jazz", "train")])
+    blocks = train.small_split_blocks(pafs.LocalFileSystem(), [str(tmp_path / "a.parquet")], ["jazz", "rock"])
+    assert [b.num_rows for b in blocks["valid"]] == [0]
+    assert blocks["valid"][0].schema.names == ["tile", "label", "split"]
