@@ -58,7 +58,7 @@ def cluster(s3_server, tmp_path_factory):
         worker = ray_cli(env, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
                          "--node-ip-address=127.0.0.1", "--disable-usage-stats")
         assert worker.returncode == 0, worker.stdout + worker.stderr
-        yield {"env": env, "address": f"http://127.0.0.1:{dashboard}", "gcs": f"127.0.0.1:{port}"}
+        yield {"env": env, "address": f"http://127.0.0.1:{dashboard}"}
     finally:
         # `ray stop` stops every Ray of this user on the machine: CI runs nothing else.
         ray_cli(env, "stop", "--force", timeout=120)
