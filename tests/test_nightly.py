@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import soundfile
 
-import pipelines.index
 from genre_batch.answers import PublishedIndex
 from genre_batch.artifacts import published_ingest
 from genre_batch.cli import main
@@ -183,21 +182,30 @@ def test_failed_files_retried_only_when_asked(grown):
     assert len(errors) == 1 and errors.iloc[0]["stage"] == "decode"
 
 
-def test_interrupted_publish_leaves_previous_version_live(grown, monkeypatch):
+def test_interrupted_publish_leaves_previous_version_live(grown):
+    """A nightly process SIGKILLed between building the new index version and moving LATEST
+    (no exception handler, no finally, no atexit runs): LATEST still names the previous,
+    complete version, and readers answer from it."""
+    import signal
+    import subprocess
+    import sys
+
     root, catalogue = grown["root"], grown["catalogue"]
     before_index = pointers(root)[1]
     added = add_songs(catalogue, 1, seed=78)
-
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt("killed between building and publishing")
-
-    monkeypatch.setattr(pipelines.index, "publish", killed)
-    with pytest.raises(KeyboardInterrupt):
-        run_nightly(str(catalogue), root)
+    killed_at_publish = (
+        "import os, signal, sys\n"
+        "import pipelines.index\n"
+        "pipelines.index.publish = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "from genre_batch.cli import main\n"
+        f"sys.exit(main(['nightly', '--catalogue', {str(catalogue)!r}, '--root', {root!r}]))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", killed_at_publish], capture_output=True, text=True, timeout=300)
+    assert run.returncode == -signal.SIGKILL, run.stdout + run.stderr
+    assert "built Annoy index" in run.stderr, run.stderr[-3000:]  # it died after building, not before
     assert pointers(root)[1] == before_index
     reader = PublishedIndex(root)
     assert reader.version.version == before_index and reader.similar_to_song(reader.predictions.iloc[0].song_id, 2)
-    monkeypatch.undo()
     # The next run completes the work: the song was ingested (and published) before the
     # kill, so it is not new any more, but the index catches up with it.
     report = run_nightly(str(catalogue), root)
