@@ -81,7 +81,6 @@ if ARGS is not None:
         os.environ.setdefault(_name, str(ARGS.threads))
     os.environ.setdefault("MPLBACKEND", "Agg")
 
-import datetime as dt  # noqa: E402
 import logging  # noqa: E402
 import multiprocessing  # noqa: E402
 import resource  # noqa: E402
@@ -557,24 +556,11 @@ def verdict(name: str, value: float | None, target: float) -> str:
 
 
 def machine_line() -> str:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        commit += " (+ uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "?"
-    return (f"{dt.datetime.now().isoformat(timespec='seconds')}, {os.cpu_count()} cores ({model}), "
-            f"commit {commit}, Python {sys.version.split()[0]}, threads per process {os.environ.get('OMP_NUM_THREADS')}")
+    from benchmarks.machine import machine
+
+    info = machine()
+    return (f"{info['date']}, {info['nproc']} cores ({info['cpu']}), commit {info['commit']}, "
+            f"Python {info['python']}, threads per process {os.environ.get('OMP_NUM_THREADS')}")
 
 
 # --------------------------------------------------------------------------------------

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import logging
 import math
@@ -350,23 +349,10 @@ def investigate_embed(root: str, added: list[str]) -> dict[str, float]:
 
 
 def machine() -> dict[str, str]:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        commit += " (+ uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "?"
+    from benchmarks import machine as described
+
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip() if shutil.which("uptime") else ""
-    return {"date": dt.datetime.now().isoformat(timespec="seconds"), "nproc": str(os.cpu_count()),
-            "cpu": model, "commit": commit, "python": sys.version.split()[0], "uptime": uptime}
+    return {**described.machine(), "uptime": uptime}
 
 
 def row(label: str, seconds: float | None, note: str = "") -> str:
