@@ -42,21 +42,9 @@ def genre_batch(env: dict[str, str], *argv: str, check: bool = True) -> subproce
     return result
 
 
-def run_here(capsys, *argv: str) -> str:
-    """A command in this process (the S3 server's environment is this process's); its output
-    joins the credential scan."""
-    from genre_batch.cli import main
-
-    capsys.readouterr()
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    OUTPUTS.append(subprocess.CompletedProcess(argv, code, captured.out, captured.err))
-    assert code == 0, captured.err
-    return captured.out
-
-
 def run_in_process(*argv: str) -> subprocess.CompletedProcess:
-    """A command in this process, on the module's local Ray; its output joins the scan."""
+    """A command in this process (the S3 server's environment is this process's, and the
+    module's local Ray is up); its output joins the credential scan."""
     import contextlib
     import io
 
@@ -135,7 +123,7 @@ def test_outputs_readable_with_pyarrow_and_pandas(s3_run):
     assert (songs.to_pandas().set_index("path").loc[unlabelled["path"], "label_source"] == "none").all()
 
 
-def test_answers_read_from_s3(s3_run, capsys, monkeypatch):
+def test_answers_read_from_s3(s3_run, monkeypatch):
     env = s3_run["env"]
     monkeypatch.setenv("GENRE_BATCH_CACHE", env["GENRE_BATCH_CACHE"])  # the Annoy file's local copy
     index = s3_run["fs"].cat(f"{ROOT}/index/LATEST").decode().strip()
@@ -157,9 +145,9 @@ def test_answers_read_from_s3(s3_run, capsys, monkeypatch):
     assert sum(n["genre_source"] == "predicted" for n in similar["neighbours"]) == UNLABELLED
     # An audio file given by its s3:// URI is featurised straight from the bucket (in this
     # process: the command line is the one just run).
-    by_audio = json.loads(run_here(capsys, "similar", "--root", ROOT, "--audio", song.path, "--json"))
+    by_audio = json.loads(run_in_process("similar", "--root", ROOT, "--audio", song.path, "--json").stdout)
     assert song.song_id not in [n["song_id"] for n in by_audio["neighbours"]]
-    classified = json.loads(run_here(capsys, "classify", "--root", ROOT, song.path, "--json"))
+    classified = json.loads(run_in_process("classify", "--root", ROOT, song.path, "--json").stdout)
     assert classified[0]["predicted"] == song.predicted
 
 
