@@ -1,7 +1,7 @@
 """Waveform -> log-mel spectrogram -> uint8 -> 256x256 tiles. One STFT per song.
 
-numpy frames and windows, torch's FFT (MKL: ~3x scipy's float32 FFT here), a sparse mel
-filterbank (scipy), numpy dB and quantisation.
+numpy frames and windows, torch's FFT (MKL: ~2.3x scipy's float32 FFT here), the mel
+filterbank as a few dense blocks (BLAS), numpy dB and quantisation.
 
 The same functions serve ingest, ``classify`` and ``similar --audio``, driven by one
 ``FeatureConfig``, so a model never sees tiles made differently from its training tiles.
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import scipy.sparse
 
 from genre_batch.config import FeatureConfig
 from genre_batch.errors import AudioTooShortError
@@ -51,10 +50,44 @@ def mel_filterbank(config: FeatureConfig) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+@dataclass(frozen=True)
+class _FilterBlock:
+    """Mel bands ``[first, last)`` read FFT bins ``[lo, hi)`` of the interleaved power row."""
+
+    first: int
+    last: int
+    lo: int
+    hi: int
+    weights: np.ndarray  # float32 [hi - lo, last - first]
+
+
+# 16 bands a block: the blocks cover ~8x the filterbank's non-zeros (vs 128x for the dense
+# matrix) in 16 BLAS calls per chunk, ~3x faster than a scipy.sparse product here.
+_BANDS_PER_BLOCK = 16
+
+
 @lru_cache(maxsize=8)
-def _sparse_filterbank(config: FeatureConfig) -> scipy.sparse.csr_matrix:
-    # 99 % of the filterbank is zeros: a sparse product is ~2x faster than the dense one.
-    return scipy.sparse.csr_matrix(mel_filterbank(config))
+def _filter_blocks(config: FeatureConfig) -> tuple[_FilterBlock, ...]:
+    """The filterbank cut into blocks of bands over the FFT bins they touch.
+
+    Each bin's weight appears twice, for the bin's real and imaginary parts: the product with
+    a row of squared interleaved (re, im) values then adds re^2 + im^2 itself, so |X|^2 is
+    never written out.
+    """
+    bank = mel_filterbank(config)
+    blocks = []
+    for first in range(0, config.n_mels, _BANDS_PER_BLOCK):
+        rows = bank[first : first + _BANDS_PER_BLOCK]
+        touched = np.flatnonzero(rows.any(axis=0))
+        lo, hi = (int(touched[0]), int(touched[-1]) + 1) if touched.size else (0, 1)
+        weights = np.repeat(rows[:, lo:hi].T, 2, axis=0)  # [2 * (hi - lo), bands]
+        blocks.append(_FilterBlock(first, first + len(rows), 2 * lo, 2 * hi, np.ascontiguousarray(weights)))
+    return tuple(blocks)
+
+
+# Frames per FFT call: a chunk's frames, spectrum and products stay in the core's cache
+# (128 x 2048 float32 = 1 MiB); one whole-song pass streams ~30 MB through memory per 30 s.
+_FRAMES_PER_CHUNK = 128
 
 
 @lru_cache(maxsize=8)
@@ -68,17 +101,30 @@ def mel_power(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Mel power spectrogram [n_mels, frames]: centred (zero-padded) periodic-Hann STFT, power 2.
 
     The same numbers as ``librosa.feature.melspectrogram(center=True, pad_mode="constant")``,
-    computed with one float32 ``rfft`` over strided frames and a sparse filterbank.
+    computed chunk by chunk: window, float32 ``rfft``, square in place, filterbank blocks.
     """
     import torch  # here, not at the top: listing or --help needs no torch (~2 s to import)
 
     half = config.n_fft // 2
     padded = np.pad(np.asarray(samples, dtype=np.float32), half)
     frames = np.lib.stride_tricks.sliding_window_view(padded, config.n_fft)[:: config.hop_length]
-    windowed = torch.from_numpy(frames * _window(config.n_fft))  # contiguous [frames, n_fft]
-    spectrum = torch.fft.rfft(windowed, dim=1).numpy()  # complex64 [frames, 1 + n_fft/2]
-    power = np.square(np.abs(spectrum))  # |X|^2; faster here than re^2 + im^2
-    return np.asarray(_sparse_filterbank(config) @ power.T, dtype=np.float32)
+    n_frames, chunk = len(frames), min(len(frames), _FRAMES_PER_CHUNK)
+    window = _window(config.n_fft)
+    blocks = _filter_blocks(config)
+    mel = np.empty((n_frames, config.n_mels), dtype=np.float32)
+    windowed = np.empty((chunk, config.n_fft), dtype=np.float32)
+    spectrum = torch.empty((chunk, half + 1), dtype=torch.complex64)
+    squares = torch.view_as_real(spectrum).numpy().reshape(chunk, 2 * (half + 1))  # a view
+    for start in range(0, n_frames, chunk):
+        rows = min(chunk, n_frames - start)
+        np.multiply(frames[start : start + rows], window, out=windowed[:rows])
+        torch.fft.rfft(torch.from_numpy(windowed[:rows]), dim=1, out=spectrum[:rows])
+        np.square(squares[:rows], out=squares[:rows])  # (re^2, im^2) pairs, summed by the blocks
+        for block in blocks:
+            np.matmul(
+                squares[:rows, block.lo : block.hi], block.weights, out=mel[start : start + rows, block.first : block.last]
+            )
+    return mel.T
 
 
 def power_to_db(power: np.ndarray, config: FeatureConfig) -> np.ndarray:

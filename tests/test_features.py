@@ -91,6 +91,23 @@ def test_mel_db_matches_librosa() -> None:
     assert db.max() == 0.0 and db.min() >= -CONFIG.top_db
 
 
+@pytest.mark.parametrize("n_frames", [1, 127, 128, 129, 300])
+@pytest.mark.parametrize("config", [CONFIG, FeatureConfig(n_mels=100, fmin=40.0, fmax=9000.0)], ids=["default", "100-mels"])
+def test_chunked_blocked_mel_power_equals_the_dense_product(n_frames: int, config: FeatureConfig) -> None:
+    """Chunk edges (128 frames) and a last, partial block of bands lose or double nothing."""
+    from genre_batch.features import _window, mel_filterbank
+
+    samples = noisy_sine(330.0, (n_frames - 1) * config.hop_length / SR, SR, seed=n_frames)
+    padded = np.pad(samples.astype(np.float64), config.n_fft // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, config.n_fft)[:: config.hop_length]
+    dense = mel_filterbank(config).astype(np.float64) @ (np.abs(np.fft.rfft(frames * _window(config.n_fft), axis=1)) ** 2).T
+
+    power = mel_power(samples, config)
+
+    assert power.shape == dense.shape == (config.n_mels, n_frames)
+    np.testing.assert_allclose(power, dense, rtol=2e-4, atol=1e-6 * dense.max())
+
+
 def test_power_to_db_of_silence_is_the_floor_not_nan() -> None:
     db = power_to_db(np.zeros((4, 3), dtype=np.float32), CONFIG)
     assert np.isfinite(db).all()
