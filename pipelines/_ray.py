@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import ray
 
@@ -72,3 +74,24 @@ def quiet_ray_data() -> None:
     context.enable_progress_bars = interactive
     context.enable_operator_progress_bars = interactive
     context.print_on_execution_start = False
+
+
+@contextmanager
+def one_stage_execution() -> Iterator[None]:
+    """Ray Data without per-operator resource reservation, inside this block.
+
+    Ray Data reserves a share of the cluster for each operator (``op_resource_reservation_ratio``)
+    so that no stage of a multi-stage pipeline starves the next. A job whose work is one fused
+    map stage (ingest: file records -> map_batches) gains nothing from it and loses throughput:
+    measured on 2 CPUs, the ingest ran its tasks on 1.2 CPUs on average (200 songs: 6.9 s, warm
+    workers) and on 1.8 without the reservation (4.4 s, as a process pool).
+    """
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    previous = context.op_resource_reservation_enabled
+    context.op_resource_reservation_enabled = False
+    try:
+        yield
+    finally:
+        context.op_resource_reservation_enabled = previous

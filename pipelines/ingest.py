@@ -113,24 +113,27 @@ def run_files(
     """Run the Ray Data stage over these files; returns (song rows, error rows)."""
     import ray
 
+    from pipelines._ray import one_stage_execution
+
     if not files:
         return [], []
     records = [catalogue_record(f) for f in files]
     # One block per task-sized group of files: with batch_size=None Ray fuses the read of a
     # block with the map, and the number of shards is decided here, not by Ray's heuristics.
-    dataset = ray.data.from_items(records, override_num_blocks=math.ceil(len(records) / files_per_task))
-    outcomes = dataset.map_batches(
-        ingest_batch,
-        batch_size=None,
-        batch_format="pyarrow",
-        fn_kwargs={
-            "tiles_dir": layout.tiles_dir(version),
-            "shard_prefix": f"{version}/tiles/",
-            "features": features.to_dict(),
-            "splits": vars(splits),
-            "labels_from_tags": labels_from_tags,
-        },
-    ).take_all()
+    with one_stage_execution():  # set before the dataset is made: it copies the context
+        dataset = ray.data.from_items(records, override_num_blocks=math.ceil(len(records) / files_per_task))
+        outcomes = dataset.map_batches(
+            ingest_batch,
+            batch_size=None,
+            batch_format="pyarrow",
+            fn_kwargs={
+                "tiles_dir": layout.tiles_dir(version),
+                "shard_prefix": f"{version}/tiles/",
+                "features": features.to_dict(),
+                "splits": vars(splits),
+                "labels_from_tags": labels_from_tags,
+            },
+        ).take_all()
     return split_outcomes(outcomes)
 
 

@@ -226,3 +226,24 @@ def test_analyst_notebook_runs_on_the_outputs(demo, monkeypatch):
     for cell in cells:
         exec(compile("".join(cell["source"]), "notebook-cell", "exec"), namespace)
     assert len(namespace["predictions"]) == len(namespace["songs"])
+
+
+def test_one_stage_execution_turns_off_the_reservation_for_its_datasets_only(ray_local):
+    """Ingest's datasets run without Ray Data's per-operator reservation (it throttled the
+    one map stage to ~1.2 of 2 CPUs); every other dataset keeps Ray's default."""
+    from ray.data import DataContext
+
+    from pipelines._ray import one_stage_execution
+
+    default = DataContext.get_current().op_resource_reservation_enabled
+    assert default is True  # Ray's default: what the other pipelines run with
+    with one_stage_execution():
+        inside = ray_local.data.from_items([{"x": 1}])
+    after = ray_local.data.from_items([{"x": 1}])
+    with pytest.raises(RuntimeError), one_stage_execution():
+        raise RuntimeError("a failing job")
+
+    assert inside.context.op_resource_reservation_enabled is False
+    assert inside.take_all() == [{"x": 1}]
+    assert after.context.op_resource_reservation_enabled is True
+    assert DataContext.get_current().op_resource_reservation_enabled is True
