@@ -8,7 +8,10 @@
 3. the hobby way (``librosa.load`` + ``melspectrogram`` + ``power_to_db`` + one matplotlib
    PNG per 256-frame tile), one process;
 4. the ingest core over ``multiprocessing.Pool(os.cpu_count())``, one shard per group;
-5. the real Ray Data job ``pipelines.ingest.run_ingest``, ``ray.init`` timed apart.
+5. the real Ray Data job ``pipelines.ingest.run_ingest``, ``ray.init`` timed apart;
+5b. the same job again from a new driver process on the same Ray, as the next ``ray job
+   submit`` on a running cluster: new workers (a worker belongs to one job), Ray Data's
+   detached actors already up; timed from inside that driver, its start-up and connect apart.
 
 Each single-process measurement runs once over its whole set, after one warm-up call of
 every code path (librosa compiles numba code on first use). Ratios are compared with the
@@ -436,6 +439,32 @@ def ray_ingest(catalogue: str, root: str, files_per_task: int) -> dict[str, Any]
     }
 
 
+_NEXT_JOB = """
+import json, sys, time
+sys.path.insert(0, {repo!r})
+from pipelines._ray import ensure_ray
+from pipelines.ingest import run_ingest
+ensure_ray(sys.argv[1])
+started = time.perf_counter()
+report = run_ingest(sys.argv[2], sys.argv[3], labels="folder", files_per_task=int(sys.argv[4]))
+print(json.dumps({{"job_s": time.perf_counter() - started, "songs": report.songs, "tiles": report.tiles}}))
+"""
+
+
+def ray_next_job(catalogue: str, root: str, files_per_task: int) -> dict[str, Any]:
+    """(5b) run_ingest from a new driver process joined to this process's Ray."""
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    done = subprocess.run(
+        [sys.executable, "-c", _NEXT_JOB.format(repo=str(REPO)), address, catalogue, root, str(files_per_task)],
+        capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the next-job driver failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 # --------------------------------------------------------------------------------------
 # Investigation: why Ray is where it is
 # --------------------------------------------------------------------------------------
@@ -633,7 +662,7 @@ def main(args: argparse.Namespace) -> int:
                  lambda: ingest_core_pool(files, str(work / "pool" / "tiles"), fpt, args.processes))
     rows.append(m4)
 
-    m5 = m5_init = None
+    m5 = m5_init = m5b = None
     investigation: dict[str, Any] = {}
     if not args.skip_ray:
         init = measure("5a ray.init (ensure_ray)", 0, 0.0, 1, ray_init, sample_rss=False)
@@ -646,13 +675,20 @@ def main(args: argparse.Namespace) -> int:
                               load_before=init.load_before, load_after=m5.load_after)
         rows.append(m5_init)
         print(f"ray.init: {init.wall_s:.2f} s ({cpus} CPUs)")
+        driver = measure("5b driver process (start, imports, connect, job)", len(files), total_audio, cpus,
+                         lambda: ray_next_job(str(catalogue_dir), str(work / "ray-root-next"), fpt))
+        m5b = Measurement(step="5b Ray Data run_ingest, next job", songs=len(files), audio_s=total_audio,
+                          wall_s=float(driver.notes["job_s"]), cores=cpus, peak_rss_mib=driver.peak_rss_mib,
+                          load_before=driver.load_before, load_after=driver.load_after, notes=driver.notes)
+        rows.append(m5b)
+        print(f"5b driver process: {driver.wall_s:.2f} s wall, {driver.cpu_s:.1f} CPU-s, of which the job {m5b.wall_s:.2f} s")
         if args.investigate:
             investigation = investigate(args, files, catalogue_dir, work, total_audio, cpus)
 
     print()
     print(table(rows))
     print()
-    for m in (m2, m3, m3b, m4, m5):
+    for m in (m2, m3, m3b, m4, m5, m5b):
         if m is not None:
             print(f"{m.step}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                              for k, v in m.notes.items() if k != "per_file_s"))
@@ -664,6 +700,7 @@ def main(args: argparse.Namespace) -> int:
         "core_vs_decode": m2.x_realtime_per_core / m1.x_realtime_per_core,
         "ray_vs_pool": (m5.x_realtime / m4.x_realtime) if m5 else None,
         "ray_incl_init_vs_pool": (m5_init.x_realtime / m4.x_realtime) if m5_init else None,
+        "ray_next_job_vs_pool": (m5b.x_realtime / m4.x_realtime) if m5b else None,
     }
     if m3b is not None:
         ratios["core_vs_hobby_other_style"] = m2.x_realtime_per_core / m3b.x_realtime_per_core
@@ -676,6 +713,8 @@ def main(args: argparse.Namespace) -> int:
     print(verdict("(2)/(1) ingest core vs decode alone, per core", ratios["core_vs_decode"], TARGETS["core_vs_decode"]))
     print(verdict("(5)/(4) Ray Data vs Pool, all cores, without ray.init", ratios["ray_vs_pool"], TARGETS["ray_vs_pool"]))
     print(verdict("(5)/(4) Ray Data vs Pool, all cores, with ray.init", ratios["ray_incl_init_vs_pool"],
+                  TARGETS["ray_vs_pool"]))
+    print(verdict("(5b)/(4) Ray Data vs Pool, all cores, the next job on the running Ray", ratios["ray_next_job_vs_pool"],
                   TARGETS["ray_vs_pool"]))
     print("\nthe same ratios on CPU time (x RT per CPU-second of the process tree): less sensitive to other load,")
     print("but blind to idle waits and to parallelism, so the verdicts above stay on wall time:")
