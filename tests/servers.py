@@ -11,7 +11,6 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from contextlib import closing
 from dataclasses import dataclass
 
 # Distinctive, so a test can prove it never appears in logs or outputs.
@@ -19,10 +18,33 @@ SECRET_ACCESS_KEY = "gb-test-SECRET-must-never-be-logged-7f3a9c"
 ACCESS_KEY_ID = "GBTESTACCESSKEY0001"
 
 
+# Ports a Ray node takes by default unless told otherwise (GCS, dashboard, client server, the
+# dashboard agent's HTTP port). 52365 lies inside Linux's ephemeral range, so an OS-chosen port can
+# be it: CI once gave it to `ray start --port`, which then refused to start.
+RAY_DEFAULT_PORTS = frozenset({6379, 8265, 10001, 52365})
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports on 127.0.0.1, none of them a Ray default. All sockets are held
+    open until every port is chosen, so the OS cannot hand out the same port twice."""
+    sockets: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            if port not in RAY_DEFAULT_PORTS:
+                ports.append(port)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return ports
+
+
 def free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 @dataclass

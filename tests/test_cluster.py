@@ -18,7 +18,7 @@ import pytest
 import s3fs
 
 from genre_batch.synth import write_catalogue
-from tests.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, free_port
+from tests.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -49,13 +49,17 @@ def cluster(s3_server, tmp_path_factory):
     env = {**os.environ, **s3_server.env, "HOME": str(home), "PYTHONUNBUFFERED": "1", "PATH": path,
            "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    port, dashboard = free_port(), free_port()
+    # Every port a node would otherwise take by default is chosen here, distinct: two nodes on one
+    # machine (and the S3 server) must not both want Ray's default agent or client port.
+    port, dashboard, head_agent, worker_agent, client = free_ports(5)
     try:
         head = ray_cli(env, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}",
+                       f"--dashboard-agent-listen-port={head_agent}", f"--ray-client-server-port={client}",
                        "--dashboard-host=127.0.0.1", "--num-cpus=1", "--node-ip-address=127.0.0.1",
                        f"--temp-dir={temp_dir}", "--disable-usage-stats")
         assert head.returncode == 0, head.stdout + head.stderr
         worker = ray_cli(env, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
+                         f"--dashboard-agent-listen-port={worker_agent}",
                          "--node-ip-address=127.0.0.1", "--disable-usage-stats")
         assert worker.returncode == 0, worker.stdout + worker.stderr
         yield {"env": env, "address": f"http://127.0.0.1:{dashboard}"}
