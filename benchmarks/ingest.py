@@ -7,7 +7,10 @@
    ``--files-per-task`` files), one process;
 3. the hobby way (``librosa.load`` + ``melspectrogram`` + ``power_to_db`` + one matplotlib
    PNG per 256-frame tile), one process;
-4. the ingest core over ``multiprocessing.Pool(os.cpu_count())``, one shard per group;
+4. the ingest core over ``multiprocessing.Pool(os.cpu_count())``, one shard per group, forked
+   from this warmed-up process (its children start with every module loaded);
+4b. the same pool as a plain script runs it: from a new process, whose children load torch etc.
+   on their first file; timed from inside that process, as 5b;
 5. the real Ray Data job ``pipelines.ingest.run_ingest``, ``ray.init`` timed apart;
 5b. the same job again from a new driver process on the same Ray, as the next ``ray job
    submit`` on a running cluster: new workers (a worker belongs to one job), Ray Data's
@@ -465,6 +468,36 @@ def ray_next_job(catalogue: str, root: str, files_per_task: int) -> dict[str, An
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+_POOL_SCRIPT = """
+import json, multiprocessing, sys, time
+sys.path.insert(0, {repo!r})
+from benchmarks.ingest import _sum_group_results, groups_of, ingest_group
+from genre_batch.catalogue import list_catalogue
+catalogue, tiles_dir, files_per_task, processes = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+started_at, started = time.time(), time.perf_counter()
+jobs = [(group, tiles_dir) for group in groups_of(list_catalogue(catalogue, "folder"), files_per_task)]
+with multiprocessing.get_context("fork").Pool(processes) as pool:
+    results = list(pool.imap_unordered(ingest_group, jobs, chunksize=1))
+totals = _sum_group_results(results, started_at)
+print(json.dumps({{"job_s": time.perf_counter() - started, "songs": totals["songs"], "tiles": totals["tiles"],
+                  "first_shard_after_s": totals["first_shard_after_s"]}}))
+"""
+
+
+def pool_fresh_script(catalogue: str, tiles_dir: str, files_per_task: int, processes: int) -> dict[str, Any]:
+    """(4b) the pool as a plain script runs it: a new process lists the catalogue and forks a pool
+    whose children import what the first file needs (torch, on first use) themselves; timed from
+    inside that process after its imports, as (5b) is."""
+    done = subprocess.run(
+        [sys.executable, "-c", _POOL_SCRIPT.format(repo=str(REPO)), catalogue, tiles_dir, str(files_per_task),
+         str(processes)],
+        capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the pool script failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 # --------------------------------------------------------------------------------------
 # Investigation: why Ray is where it is
 # --------------------------------------------------------------------------------------
@@ -661,6 +694,15 @@ def main(args: argparse.Namespace) -> int:
     m4 = measure(f"4 ingest core, Pool({args.processes})", len(files), total_audio, args.processes,
                  lambda: ingest_core_pool(files, str(work / "pool" / "tiles"), fpt, args.processes))
     rows.append(m4)
+    script = measure(f"4b pool script process ({args.processes} children)", len(files), total_audio, args.processes,
+                     lambda: pool_fresh_script(str(catalogue_dir), str(work / "pool-script" / "tiles"), fpt,
+                                               args.processes))
+    m4b = Measurement(step=f"4b Pool({args.processes}) from a new process", songs=len(files), audio_s=total_audio,
+                      wall_s=float(script.notes["job_s"]), cores=args.processes,
+                      peak_rss_mib=script.peak_rss_mib, load_before=script.load_before,
+                      load_after=script.load_after, notes=script.notes)
+    rows.append(m4b)
+    print(f"4b pool script process: {script.wall_s:.2f} s wall, of which the pool job {m4b.wall_s:.2f} s")
 
     m5 = m5_init = m5b = None
     investigation: dict[str, Any] = {}
@@ -689,7 +731,7 @@ def main(args: argparse.Namespace) -> int:
     print()
     print(table(rows))
     print()
-    for m in (m2, m3, m3b, m4, m5, m5b):
+    for m in (m2, m3, m3b, m4, m4b, m5, m5b):
         if m is not None:
             print(f"{m.step}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                              for k, v in m.notes.items() if k != "per_file_s"))
@@ -702,6 +744,7 @@ def main(args: argparse.Namespace) -> int:
         "ray_vs_pool": (m5.x_realtime / m4.x_realtime) if m5 else None,
         "ray_incl_init_vs_pool": (m5_init.x_realtime / m4.x_realtime) if m5_init else None,
         "ray_next_job_vs_pool": (m5b.x_realtime / m4.x_realtime) if m5b else None,
+        "ray_next_job_vs_pool_script": (m5b.x_realtime / m4b.x_realtime) if m5b else None,
     }
     if m3b is not None:
         ratios["core_vs_hobby_other_style"] = m2.x_realtime_per_core / m3b.x_realtime_per_core
@@ -717,6 +760,8 @@ def main(args: argparse.Namespace) -> int:
                   TARGETS["ray_vs_pool"]))
     print(verdict("(5b)/(4) Ray Data vs Pool, all cores, the next job on the running Ray", ratios["ray_next_job_vs_pool"],
                   TARGETS["ray_vs_pool"]))
+    print(verdict("(5b)/(4b) Ray Data next job vs a pool script, each from a new process (its start-up paid by each)",
+                  ratios["ray_next_job_vs_pool_script"], TARGETS["ray_vs_pool"]))
     print("\nthe same ratios on CPU time (x RT per CPU-second of the process tree): less sensitive to other load,")
     print("but blind to idle waits and to parallelism, so the verdicts above stay on wall time:")
     for name, (a, b) in {"(2)/(3)": (m2, m3), "(2)/(3b)": (m2, m3b), "(2)/(1)": (m2, m1), "(5)/(4)": (m5, m4)}.items():
@@ -748,7 +793,7 @@ def main(args: argparse.Namespace) -> int:
         ray.shutdown()
     if not args.keep:
         shutil.rmtree(work / "serial", ignore_errors=True)
-        for name in ("pool", "hobby", "ray-root", "warmup", "sweep"):
+        for name in ("pool", "pool-script", "hobby", "ray-root", "ray-root-next", "warmup", "sweep"):
             shutil.rmtree(work / name, ignore_errors=True)
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)  # holds the catalogue unless --catalogue said elsewhere
