@@ -250,8 +250,11 @@ def measure(step: str, songs: int, audio_s: float, cores: int, body: Callable[[]
         peak_rss_mib=(sampler.peak / 2**20) if sampler is not None and sampler.peak else None,
         load_before=load_before, load_after=os.getloadavg()[0], notes=notes,
     )
-    logger.info("%s: %.2f s wall, %.0fx realtime (%.0fx per core)", step, wall, result.x_realtime,
-                result.x_realtime_per_core)
+    if audio_s:
+        logger.info("%s: %.2f s wall, %.0fx realtime (%.0fx per core)", step, wall, result.x_realtime,
+                    result.x_realtime_per_core)
+    else:  # (1) and (2) learn the audio seconds from (1) after their rounds
+        logger.info("%s: %.2f s wall", step, wall)
     return result
 
 
