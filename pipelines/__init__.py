@@ -1,0 +1,28 @@
+"""Ray glue: one thin module per job (ingest, train, index, nightly), reused by the CLI.
+
+Importing this package, before anything here imports Ray, sets the one Ray setting that Ray
+reads only at its own import: which forwarded worker log lines the driver drops.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Lines Ray's own actors print that leave a user nothing to act on (regular expressions,
+# matched against each worker line the driver would print):
+RAY_LOG_NOISE: tuple[str, ...] = (
+    # Ray Train's PlacementGroupCleaner asks the State API every few seconds; a local Ray
+    # started without its dashboard has none, and the local Ray ends with the driver anyway,
+    # taking its placement groups with it.
+    r"Failed to query Ray Train Controller actor state",
+    # Ray's own actors (Ray Data's map workers, Ray Train's PreemptionWatcher) pass their
+    # setup through the object store; the warning is about Ray's code, not ours.
+    r"has constructor arguments in the object store and max_restarts > 0",
+    # Ray Train's DatasetManager calls a Ray Data option that Ray deprecated (two lines).
+    r"RayDeprecationWarning: `ExecutionOptions\.exclude_resources` is deprecated",
+    r"^\s*self\.exclude_resources = exclude_resources\s*$",
+)
+
+# Ray's documented log filter (RAY_DEDUP_LOGS_SKIP_REGEX). A value the user set wins; an empty
+# one turns the filter off and shows every line.
+os.environ.setdefault("RAY_DEDUP_LOGS_SKIP_REGEX", "|".join(f"(?:{pattern})" for pattern in RAY_LOG_NOISE))

@@ -1,0 +1,106 @@
+"""What a user sees of Ray's worker logs: Ray's own noise dropped, every other line kept.
+
+Each case is a fresh driver process (Ray reads its log filter once, when it is imported) that
+starts a local Ray through ``pipelines._ray`` as the CLI does, and a task that prints the noise
+Ray's actors print (copied from a real `genre-batch demo` log) between lines of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from pipelines import RAY_LOG_NOISE
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+
+NOISE_LINES = (
+    "Failed to query Ray Train Controller actor state. State API may be temporarily unavailable. "
+    "Continuing to monitor.",
+    "[2026-12-02 09:43:19,122 E 2428 2458] core_worker.cc:2465: Actor with class name: 'PreemptionWatcher' "
+    "and ID: '3be344e3a34a732261d1076501000000' has constructor arguments in the object store and "
+    "max_restarts > 0. If the arguments in the object store go out of scope or are lost, the actor "
+    "restart will fail. See https://github.com/ray-project/ray/issues/53727 for more details.",
+    "/venv/lib/python3.11/site-packages/ray/data/_internal/execution/interfaces/execution_options.py:436: "
+    "RayDeprecationWarning: `ExecutionOptions.exclude_resources` is deprecated and will be removed after "
+    "January 2027. Use `ExecutionOptions.label_selector` to constrain Ray Data work to labeled nodes.",
+    "  self.exclude_resources = exclude_resources",
+)
+KEPT_LINES = (
+    "epoch 1/12: loss 1.421 acc 0.516 | valid loss 2.692 acc 0.214 | 83 tiles/s",
+    "decode failed for song.mp3: Failed to query the file's header",
+    "worker says: self.exclude_resources = exclude_resources was not the whole line",
+)
+
+DRIVER = """
+import sys, time
+from pipelines._ray import ensure_ray
+import ray
+
+ensure_ray(num_cpus=1)
+
+@ray.remote(num_cpus=1)
+def speak(lines):
+    for line in lines:
+        print(line, file=sys.stderr, flush=True)
+    return len(lines)
+
+lines = {lines!r}
+ray.get(speak.remote(lines))
+time.sleep(3)  # the log monitor forwards worker output about once a second
+ray.shutdown()
+print("driver done", flush=True)
+"""
+
+
+def start_driver(skip_regex: str | None) -> subprocess.Popen:
+    """A driver process; ``skip_regex`` None: the variable unset, as on a user's machine."""
+    lines = [*KEPT_LINES[:1], *NOISE_LINES, *KEPT_LINES[1:]]
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_DEDUP_LOGS_SKIP_REGEX", "RAY_ADDRESS")}
+    # Its own HOME (Ray's auth token) and temp root (sessions, sockets): two run side by side.
+    env["HOME"] = tempfile.mkdtemp(prefix="gb-home-")
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="gb-ray-", dir="/tmp")
+    if skip_regex is not None:
+        env["RAY_DEDUP_LOGS_SKIP_REGEX"] = skip_regex
+    return subprocess.Popen([sys.executable, "-c", DRIVER.format(lines=lines)], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture(scope="module")
+def outputs() -> dict[str, str]:
+    """Both drivers at once (one CPU each): the default filter, and the filter turned off."""
+    drivers = {"default": start_driver(None), "off": start_driver("")}
+    printed = {name: driver.communicate(timeout=180)[0] for name, driver in drivers.items()}
+    for name, driver in drivers.items():
+        assert driver.returncode == 0 and "driver done" in printed[name], printed[name]
+    return printed
+
+
+def worker_lines(output: str) -> list[str]:
+    """What the task printed, as the driver shows it, less the ``(speak pid=...)`` prefix."""
+    prefix = re.compile(r"^(?:\x1b\[\d+m)?\(speak pid=\d+\)(?:\x1b\[0m)? ")
+    return [prefix.sub("", line) for line in output.splitlines() if prefix.match(line)]
+
+
+def test_the_patterns_are_what_the_driver_is_given():
+    env = {key: value for key, value in os.environ.items() if key != "RAY_DEDUP_LOGS_SKIP_REGEX"}
+    script = "import pipelines, ray._private.ray_constants as c; print(c.RAY_DEDUP_LOGS_SKIP_REGEX)"
+    printed = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True,
+                             text=True, timeout=60, check=True).stdout.strip()
+    assert printed == "|".join(f"(?:{pattern})" for pattern in RAY_LOG_NOISE)
+
+
+def test_ray_noise_is_dropped_and_every_other_line_kept(outputs):
+    assert worker_lines(outputs["default"]) == list(KEPT_LINES), outputs["default"]
+
+
+def test_an_empty_filter_shows_every_line(outputs):
+    assert worker_lines(outputs["off"]) == [*KEPT_LINES[:1], *NOISE_LINES, *KEPT_LINES[1:]], outputs["off"]
