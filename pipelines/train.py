@@ -2,7 +2,8 @@
 
 Every epoch each worker reports metrics and rank 0 a self-describing checkpoint (weights,
 optimiser, label vocabulary, feature and model configs, history) into
-``<root>/models/<run>/ray``. Rerunning the same run resumes from its latest checkpoint.
+``<root>/models/<run>/ray``. Rerunning the same run resumes from its latest checkpoint; a run
+that already trained the epochs asked for is not started again.
 After training the best checkpoint becomes ``<root>/models/<run>/model.pt``, it is evaluated
 on the valid and test songs (tile and song accuracy, per genre, confusion matrix, curves)
 and the run is published as ``models/LATEST``.
@@ -28,7 +29,9 @@ from genre_batch.artifacts import IngestVersion, code_version, published_ingest
 from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
 from genre_batch.errors import GenreBatchError
 from genre_batch.layout import RootLayout
-from genre_batch.storage import check_writable, filesystem, publish, pyarrow_filesystem, upload_file, write_json
+from genre_batch.storage import (
+    check_writable, exists, filesystem, publish, pyarrow_filesystem, read_json, upload_file, write_json,
+)
 from genre_batch.tables import read_frame
 
 logger = logging.getLogger(__name__)
@@ -275,6 +278,27 @@ def small_split_blocks(fs: Any, paths: list[str], labels: list[str]) -> dict[str
     return out
 
 
+def finished_run(layout: RootLayout, run: str, ingest_version: str, labels: Sequence[str],
+                 epochs: int) -> dict[str, Any] | None:
+    """The metrics of ``run`` when it already trained at least ``epochs`` epochs on this ingest
+    and these genres (a rerun would resume it and train nothing), else None."""
+    if not (exists(layout.model_metrics(run)) and exists(layout.model_file(run))):
+        return None
+    metrics = read_json(layout.model_metrics(run))
+    done = len(metrics.get("history", []))
+    if metrics.get("ingest_version") != ingest_version or list(metrics.get("labels", [])) != list(labels):
+        return None  # other tiles or genres: the Ray path resumes, or says why it cannot
+    if done < epochs:
+        return None
+    how = f"--epochs N with N > {done} continues it, --run NAME starts a new run"
+    if done > epochs:
+        logger.warning("run %s already trained %d epochs, more than --epochs %d: nothing to train (%s)",
+                       run, done, epochs, how)
+    else:
+        logger.info("run %s already trained its %d epochs: nothing to train (%s)", run, done, how)
+    return metrics
+
+
 def run_train(
     root: str,
     train_config: TrainConfig = TrainConfig(),
@@ -297,6 +321,13 @@ def run_train(
     # The default run name depends on the model and the ingest version only, so rerunning
     # the same command resumes that run instead of starting over.
     run = run or f"{train_config.model.name}-{ingest.version}"
+    finished = finished_run(layout, run, ingest.version, labels, train_config.epochs)
+    if finished is not None:
+        if publish_model:
+            publish(layout.models_area, run)
+        return TrainReport(run=run, model_uri=layout.model_file(run), epochs=len(finished["history"]),
+                           best_epoch=int(finished["best_epoch"]), metrics=finished,
+                           seconds=time.perf_counter() - started)
     ensure_ray(address)
     workers = max(1, train_config.num_workers)
     # Leave one CPU to the Ray Data tasks that read the tiles: workers that take every CPU
@@ -367,7 +398,7 @@ def run_train(
     return TrainReport(
         run=run,
         model_uri=model_uri,
-        epochs=train_config.epochs,
+        epochs=len(history),
         best_epoch=metrics["best_epoch"],
         metrics=metrics,
         seconds=time.perf_counter() - started,
@@ -444,7 +475,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     parser.add_argument("--root", required=True, help="storage root (holds the published ingest)")
     parser.add_argument("--model", default=defaults.model.name, choices=["cnn"], help="model architecture")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="total epochs of the run")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="total epochs of the run (a run that has them already is not trained again)")
     parser.add_argument("--workers", type=int, default=defaults.num_workers, help="Ray Train workers (DDP)")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size,

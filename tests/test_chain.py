@@ -133,6 +133,20 @@ def test_rerunning_a_training_run_resumes_it(demo):
     assert after[:2] == before  # the first two epochs were not trained again
 
 
+def test_a_run_that_has_its_epochs_is_not_trained_again(demo, capsys):
+    """Asking a finished run for as many epochs or fewer trains nothing (no Ray) and says so;
+    the summary counts the epochs the run has, not the ones asked for."""
+    layout = demo["layout"]
+    run = latest_version(layout.models_area, "model")
+    metrics_before = read_json(layout.model_metrics(run))
+    done = len(metrics_before["history"])
+    for asked in (done, 1):
+        out = run_cli(capsys, "train", "--root", demo["root"], "--epochs", str(asked))
+        assert f"train {run}: {done} epochs" in out
+    assert read_json(layout.model_metrics(run)) == metrics_before
+    assert latest_version(layout.models_area, "model") == run
+
+
 def test_index_outputs(demo):
     layout = demo["layout"]
     version = latest_version(layout.index_area, "index")
