@@ -25,4 +25,5 @@ RAY_LOG_NOISE: tuple[str, ...] = (
 
 # Ray's documented log filter (RAY_DEDUP_LOGS_SKIP_REGEX). A value the user set wins; an empty
 # one turns the filter off and shows every line.
-os.environ.setdefault("RAY_DEDUP_LOGS_SKIP_REGEX", "|".join(f"(?:{pattern})" for pattern in RAY_LOG_NOISE))
+RAY_LOG_FILTER = "|".join(f"(?:{pattern})" for pattern in RAY_LOG_NOISE)
+os.environ.setdefault("RAY_DEDUP_LOGS_SKIP_REGEX", RAY_LOG_FILTER)

@@ -475,7 +475,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     parser.add_argument("--root", required=True, help="storage root (holds the published ingest)")
     parser.add_argument("--model", default=defaults.model.name, choices=["cnn"], help="model architecture")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="total epochs of the run (a run that has them already is not trained again)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs,
+                        help="total epochs of the run (a run that has them already is not trained again)")
     parser.add_argument("--workers", type=int, default=defaults.num_workers, help="Ray Train workers (DDP)")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
