@@ -260,16 +260,21 @@ def tile_datasets(ingest: IngestVersion, labels: list[str], songs: pd.DataFrame)
 
 def small_split_blocks(fs: Any, paths: list[str], labels: list[str]) -> dict[str, list[Any]]:
     """The labelled train and valid tiles of these shards as Arrow tables of at most
-    ``IN_MEMORY_BLOCK_TILES`` rows each (at least one per split, maybe empty)."""
+    ``IN_MEMORY_BLOCK_TILES`` rows each (at least one per split, maybe empty), in song id and
+    tile order."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
     dataset = pads.dataset(paths, filesystem=fs, format="parquet")
     table = dataset.to_table(
-        columns=["tile", "label", "split"],
+        columns=["song_id", "tile_index", "tile", "label", "split"],
         filter=pc.field("split").isin(["train", "valid"]) & pc.field("label").isin(labels),
     )
+    # One order whatever the shards are called (their names are random) or which songs a task
+    # put together: the same tiles and seed then train the same model. Song ids are hashes, so
+    # this order also mixes the genres that the catalogue's folders keep together.
+    table = table.sort_by([("song_id", "ascending"), ("tile_index", "ascending")]).select(["tile", "label", "split"])
     out: dict[str, list[pa.Table]] = {}
     for split in ("train", "valid"):
         part = table.filter(pc.field("split") == split).combine_chunks()
