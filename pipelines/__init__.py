@@ -16,7 +16,9 @@ RAY_LOG_NOISE: tuple[str, ...] = (
     # taking its placement groups with it.
     r"Failed to query Ray Train Controller actor state",
     # Ray's own actors (Ray Data's map workers, Ray Train's PreemptionWatcher) pass their
-    # setup through the object store; the warning is about Ray's code, not ours.
+    # setup through the object store; the warning is about Ray's code, not ours (a trivial
+    # Ray Data actor class gets it too). The driver's own copy, one line per actor pool, comes
+    # from Ray's C++ logger and stays: silencing that would hide every error Ray's core logs.
     r"has constructor arguments in the object store and max_restarts > 0",
     # Ray Train's DatasetManager calls a Ray Data option that Ray deprecated (two lines).
     r"RayDeprecationWarning: `ExecutionOptions\.exclude_resources` is deprecated",
