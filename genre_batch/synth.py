@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 from mutagen.id3 import COMM, ID3, TALB, TCON, TIT2, TPE1
+from tqdm import tqdm
 
 from genre_batch.errors import GenreBatchError
 
@@ -1510,13 +1511,17 @@ def write_catalogue(
     # Longest encodes first so the pool does not finish on one long straggler.
     jobs = sorted(((str(root), song) for song in songs), key=lambda job: -_encode_cost(job[1]))
     workers = min(processes or os.cpu_count() or 1, len(jobs))
-    if workers <= 1:
-        for job in jobs:
-            _write_song_job(job)
-    else:
-        with _process_context().Pool(workers) as pool:
-            for _ in pool.imap_unordered(_write_song_job, jobs, chunksize=1):
-                pass
+    logger.info("writing %d songs to %s with %d processes", len(songs), root, workers)
+    # A bar on a terminal; none in logs and CI (disable=None: off when stderr is no tty).
+    with tqdm(total=len(jobs), desc="synth", unit="song", disable=None) as bar:
+        if workers <= 1:
+            for job in jobs:
+                _write_song_job(job)
+                bar.update()
+        else:
+            with _process_context().Pool(workers) as pool:
+                for _ in pool.imap_unordered(_write_song_job, jobs, chunksize=1):
+                    bar.update()
     labels_csv = _write_labels(root, songs)
     broken = (_write_broken_file(root / GENRES[0] / BROKEN_FILE_NAME, seed),) if with_broken_file else ()
     logger.info("wrote %d songs to %s in %.1f s with %d processes", len(songs), root,
