@@ -1,4 +1,4 @@
-"""Answers from a published index: similar songs, genres of new files, evaluation. No Ray.
+"""Answers from a published index: similar songs, genres of new files, playlists, evaluation. No Ray.
 
 New audio is featurised with the exact ``FeatureConfig`` stored in the index manifest (the
 one its model was trained on), and the model is the one the index was built with.
@@ -25,6 +25,7 @@ from genre_batch.errors import GenreBatchError
 from genre_batch.evaluation import split_metrics
 from genre_batch.features import featurise
 from genre_batch.index import SongIndex, UnknownSongError, recall_at_k
+from genre_batch.playlist import Playlist, make_playlist, resolve_history
 from genre_batch.pooling import GenreDecision, decide_genre, pool_song
 from genre_batch.storage import download_file, is_local, normalise_uri, read_bytes
 from genre_batch.tables import read_frame
@@ -168,6 +169,14 @@ class PublishedIndex:
         manifest = read_json(layout.ingest_manifest(ingest_version))
         songs = read_frame(IngestVersion(layout, ingest_version, manifest).songs_uri, ["song_id", "content_hash"])
         return set(songs.loc[songs["content_hash"] == content_hash, "song_id"])
+
+    # ---------------------------------------------------------------- playlists
+    def playlist(self, history: Sequence[tuple[str, float]], n: int = 20, variety: float = 0.3) -> Playlist:
+        """A playlist for ``(song id or path, plays)`` pairs; entries not in the index are
+        reported in ``Playlist.skipped`` (the rule: ``genre_batch.playlist``)."""
+        plays, skipped = resolve_history(history, self.predictions)
+        labels = list(self.version.manifest["labels"])  # the order of the ``probs`` column
+        return make_playlist(self.predictions, labels, plays, n=n, variety=variety, skipped=skipped)
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, k: int = 10) -> dict[str, Any]:

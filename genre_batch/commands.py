@@ -175,11 +175,84 @@ def _similar(args: argparse.Namespace) -> None:
     _emit(payload, args.json, "\n".join(lines))
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _playlist_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="storage root with a published index")
+    parser.add_argument(
+        "--history", metavar="FILE",
+        help="listening history (path or URI): one song id or path per play and line, "
+             "or a CSV with a song_id or path column and an optional plays column",
+    )
+    parser.add_argument("--song", action="append", default=[], metavar="ID",
+                        help="a song id (or path) of the history, one play; repeat it; adds to --history")
+    parser.add_argument("-n", type=_positive_int, default=20, help="songs in the playlist")
+    parser.add_argument(
+        "--variety", type=_fraction, default=0.3,
+        help="0: the history's genre mix and its nearest songs; 1: every genre equally, songs spread apart",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _playlist(args: argparse.Namespace) -> None:
+    import sys
+    from dataclasses import asdict
+
+    from genre_batch.answers import PublishedIndex
+    from genre_batch.errors import GenreBatchError
+    from genre_batch.playlist import parse_history
+    from genre_batch.storage import read_bytes
+
+    history = [(song, 1.0) for song in args.song]
+    if args.history:
+        history += parse_history(read_bytes(args.history).decode("utf-8-sig"), source=args.history)
+    if not history:
+        raise GenreBatchError("playlist: give a listening history, --history FILE and/or --song ID")
+    index = PublishedIndex(args.root)
+    playlist = index.playlist(history, n=args.n, variety=args.variety)
+    if playlist.skipped:
+        shown = ", ".join(playlist.skipped[:10]) + (" ..." if len(playlist.skipped) > 10 else "")
+        print(f"warning: {len(playlist.skipped)} history entries are not in the index, skipped: {shown}", file=sys.stderr)
+
+    def shares(mix: dict[str, float]) -> str:
+        return ", ".join(f"{g} {w:.0%}" for g, w in sorted(mix.items(), key=lambda gw: (-gw[1], gw[0])))
+
+    lines = [
+        f"playlist of {len(playlist.entries)} songs for {playlist.history_plays:g} plays of "
+        f"{playlist.history_songs} songs, variety {playlist.variety:.2f} (index {index.version.version})",
+        f"  history mix: {shares(playlist.history_mix)}",
+        f"  target mix:  {shares(playlist.target_mix)}",
+        f"  playlist:    {', '.join(f'{g} {c}' for g, c in sorted(playlist.places.items(), key=lambda gc: (-gc[1], gc[0])))}",
+    ] + [
+        f"  {i:3d}  {e.relevance:6.3f}  {e.song_id}  {e.genre:<16} {'' if e.genre_source == 'label' else '(predicted) '}{e.path}"
+        for i, e in enumerate(playlist.entries, 1)
+    ]
+    if not playlist.entries:
+        lines.append("  (no songs to choose from: every song of the index is in the history or of unknown genre)")
+    payload = {"index_version": index.version.version, **playlist.to_dict()}
+    payload["entries"] = [asdict(e) for e in playlist.entries]
+    _emit(payload, args.json, "\n".join(lines))
+
+
 COMMANDS.update(
     {
         "evaluate": ("metrics of the published model and index", _evaluate_args, _evaluate),
         "classify": ("genre of audio files that are not in the catalogue", _classify_args, _classify),
         "similar": ("the songs nearest to a song of the catalogue or to an audio file", _similar_args, _similar),
+        "playlist": ("a playlist from a listening history: its genre mix, near songs, a variety knob",
+                     _playlist_args, _playlist),
     }
 )
 
@@ -254,6 +327,7 @@ def _demo(args: argparse.Namespace) -> None:
             print(f"  {n.similarity:6.3f}  {n.genre:<16} {n.path}")
     print(
         "\nnext: genre-batch similar --root {r} --song {s}\n      genre-batch classify --root {r} FILE.mp3"
+        "\n      genre-batch playlist --root {r} --song {s} -n 10 --variety 0.3"
         "\n      analysts: {r}/ingest/*/songs.parquet, {r}/index/*/predictions.parquet (docs/SCHEMAS.md)".format(
             r=root, s=examples.iloc[0].song_id if len(examples) else "<song_id>"
         )

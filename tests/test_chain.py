@@ -212,6 +212,44 @@ def test_similar_and_classify(demo, capsys, tmp_path):
     assert "error" in results[1] and "broken.mp3" in captured.err
 
 
+def test_playlist(demo, capsys, tmp_path):
+    root = demo["root"]
+    predictions = pd.read_parquet(demo["layout"].predictions_table(latest_version(demo["layout"].index_area, "")))
+    labelled = predictions[predictions["label"].notna()].sort_values("song_id")
+    genre = labelled["label"].iloc[0]
+    history_songs = labelled[labelled["label"] == genre]["song_id"].head(2).tolist()
+    # A listening log as users have them: a CSV naming songs by path, with play counts, and a
+    # song that is not in the catalogue.
+    log = tmp_path / "history.csv"
+    paths = predictions.set_index("song_id").loc[history_songs, "path"].tolist()
+    log.write_text("path,plays\n" + "".join(f"{p},{n}\n" for p, n in zip(paths, (3, 1))) + "/nowhere/x.mp3,1\n")
+
+    capsys.readouterr()
+    assert main(["playlist", "--root", root, "--history", str(log), "-n", "6", "--variety", "0", "--json"]) == 0
+    captured = capsys.readouterr()
+    answer = json.loads(captured.out)
+    assert "/nowhere/x.mp3" in captured.err and answer["skipped"] == ["/nowhere/x.mp3"]
+    assert answer["history_plays"] == 4 and answer["history_mix"] == {genre: 1.0}
+    entries = answer["entries"]
+    assert len(entries) == 6 and not set(history_songs) & {e["song_id"] for e in entries}
+    # Variety 0: as many songs of the history's genre as the catalogue has beside the history.
+    others_of_genre = int((predictions["label"] == genre).sum()) - 2
+    assert [e["genre"] for e in entries].count(genre) == answer["places"][genre] == min(6, others_of_genre)
+
+    # Variety 1: every genre of the catalogue gets a place (6 genres, 6 places).
+    text = run_cli(capsys, "playlist", "--root", root, "--song", history_songs[0], "-n", "6", "--variety", "1")
+    assert text.startswith("playlist of 6 songs for 1 plays of 1 songs, variety 1.00")
+    wide = PublishedIndex(root).playlist([(history_songs[0], 1.0)], n=6, variety=1.0)
+    assert len(set(wide.places)) == 6 and all(count == 1 for count in wide.places.values())
+
+    capsys.readouterr()
+    assert main(["playlist", "--root", root, "--song", "no-such-song"]) == 1
+    assert "none of the history's songs is in the index" in capsys.readouterr().err
+    assert main(["playlist", "--root", root]) == 1
+    with pytest.raises(SystemExit):
+        main(["playlist", "--root", root, "--song", history_songs[0], "--variety", "2"])
+
+
 def test_evaluate(demo, capsys):
     report = json.loads(run_cli(capsys, "evaluate", "--root", demo["root"], "--json"))
     for split in ("valid", "test"):
