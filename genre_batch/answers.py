@@ -11,14 +11,13 @@ import logging
 import os
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from genre_batch import metrics as m
 from genre_batch.artifacts import IndexVersion, published_index
-from genre_batch.checkpoint import ModelBundle, load_model_bundle
 from genre_batch.config import ensure_same_features
 from genre_batch.decode import decode_audio
 from genre_batch.errors import GenreBatchError
@@ -29,6 +28,9 @@ from genre_batch.playlist import Playlist, make_playlist, resolve_history
 from genre_batch.pooling import GenreDecision, decide_genre, pool_song
 from genre_batch.storage import download_file, is_local, normalise_uri, read_bytes
 from genre_batch.tables import read_frame
+
+if TYPE_CHECKING:
+    from genre_batch.checkpoint import ModelBundle
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +102,8 @@ class PublishedIndex:
     def model(self) -> ModelBundle:
         # The copy inside the version: the model that made these embeddings, even after its
         # training run was resumed or replaced. Relative to the root, so a moved root works.
+        from genre_batch.checkpoint import load_model_bundle  # torch: ~1.7 s, only for audio queries
+
         data = read_bytes(self.version.layout.index_model_file(self.version.version))
         if hashlib.sha256(data).hexdigest() != self.version.manifest["model_sha256"]:
             raise GenreBatchError(f"index {self.version.version}: model.pt does not match its manifest")

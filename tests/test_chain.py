@@ -250,6 +250,21 @@ def test_playlist(demo, capsys, tmp_path):
         main(["playlist", "--root", root, "--song", history_songs[0], "--variety", "2"])
 
 
+def test_answers_from_the_index_load_no_torch_ray_or_matplotlib(demo):
+    """`similar --song` and `playlist` read the index only: torch alone costs ~1.7 s to import,
+    and a command's parser must not import the jobs' modules either."""
+    song = pd.read_parquet(demo["layout"].predictions_table(latest_version(demo["layout"].index_area, "")))["song_id"][0]
+    script = (
+        "import sys\nfrom genre_batch.cli import main\n"
+        f"assert main(['similar', '--root', {demo['root']!r}, '--song', {song!r}, '-k', '2']) == 0\n"
+        f"assert main(['playlist', '--root', {demo['root']!r}, '--song', {song!r}, '-n', '2']) == 0\n"
+        "print('loaded:', sorted(m for m in ('torch', 'ray', 'matplotlib') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "loaded: []" in out.stdout
+
+
 def test_evaluate(demo, capsys):
     report = json.loads(run_cli(capsys, "evaluate", "--root", demo["root"], "--json"))
     for split in ("valid", "test"):
