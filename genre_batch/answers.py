@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from genre_batch import metrics as m
+from genre_batch import schemas
 from genre_batch.artifacts import IndexVersion, published_index
 from genre_batch.config import ensure_same_features
 from genre_batch.decode import decode_audio
@@ -27,12 +29,31 @@ from genre_batch.index import SongIndex, UnknownSongError, recall_at_k
 from genre_batch.playlist import Playlist, make_playlist, resolve_history
 from genre_batch.pooling import GenreDecision, decide_genre, pool_song
 from genre_batch.storage import download_file, is_local, normalise_uri, read_bytes
-from genre_batch.tables import read_frame
+from genre_batch.tables import read_frame, read_table
 
 if TYPE_CHECKING:
     from genre_batch.checkpoint import ModelBundle
 
 logger = logging.getLogger(__name__)
+
+
+# Columns of ``predictions`` that pandas holds as plain values (no per-row arrays).
+SCALAR_COLUMNS = [f.name for f in schemas.PREDICTIONS if not pa.types.is_list(f.type) and not pa.types.is_fixed_size_list(f.type)]
+
+
+def list_column_matrix(column: pa.ChunkedArray, name: str) -> np.ndarray:
+    """A list column whose rows all have one length -> float32 ``[rows, length]``, without a
+    Python object per row."""
+    import pyarrow.compute as pc
+
+    array = column.combine_chunks()
+    if len(array) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    lengths = pc.list_value_length(array)
+    width = pc.min_max(lengths)
+    if array.null_count or width["min"] != width["max"]:
+        raise GenreBatchError(f"predictions column {name!r}: rows of different lengths or nulls")
+    return np.asarray(array.flatten(), dtype=np.float32).reshape(len(array), width["max"].as_py())
 
 
 def cache_dir() -> str:
@@ -83,8 +104,17 @@ class PublishedIndex:
 
     @cached_property
     def predictions(self) -> pd.DataFrame:
-        frame = read_frame(self.version.predictions_uri)
+        """One row per song in item id order, without the list columns (``vectors`` reads
+        ``embedding`` and ``probs``): on 1M songs 0.2 s instead of 6 s, for `similar`."""
+        frame = read_frame(self.version.predictions_uri, SCALAR_COLUMNS)
         return frame.sort_values("item_id").reset_index(drop=True)
+
+    def vectors(self, column: str = "embedding") -> np.ndarray:
+        """``embedding`` [songs, dim] or ``probs`` [songs, genres] as one float32 matrix, rows in
+        item id order (the rows of ``predictions``), read straight from Arrow."""
+        table = read_table(self.version.predictions_uri, ["item_id", column])
+        order = np.argsort(table.column("item_id").to_numpy(), kind="stable")  # Arrow's sort_by: 35x slower
+        return list_column_matrix(table.column(column), column)[order]
 
     @cached_property
     def by_song(self) -> pd.DataFrame:
@@ -180,7 +210,10 @@ class PublishedIndex:
         reported in ``Playlist.skipped`` (the rule: ``genre_batch.playlist``)."""
         plays, skipped = resolve_history(history, self.predictions)
         labels = list(self.version.manifest["labels"])  # the order of the ``probs`` column
-        return make_playlist(self.predictions, labels, plays, n=n, variety=variety, skipped=skipped)
+        return make_playlist(
+            self.predictions, self.vectors("embedding"), self.vectors("probs"), labels, plays,
+            n=n, variety=variety, skipped=skipped,
+        )
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, k: int = 10) -> dict[str, Any]:
@@ -201,7 +234,7 @@ class PublishedIndex:
             out[split] = numbers
         out["unlabelled_songs"] = int(frame["label"].isna().sum())
         out["unknown_threshold"] = self.version.manifest["threshold"]
-        vectors = np.stack(frame["embedding"].to_numpy()).astype(np.float32)
+        vectors = self.vectors("embedding")
         out[f"annoy_recall_at_{k}"] = recall_at_k(self.index, vectors, k=min(k, len(frame) - 1), n_queries=200) \
             if len(frame) > 1 else float("nan")
         return out

@@ -16,8 +16,7 @@ The rule, step by step (the README says the same):
 
 Candidates are every song of the index except the history's own and those whose genre the
 index calls ``unknown`` (a playlist that promises a genre mix cannot place them). Relevance is
-exact: one ``[songs, 128] x [128, history]`` product over the embeddings the predictions table
-already holds; the greedy picks then run over the most relevant songs of each genre
+exact: one ``[songs, 128] x [128, history]`` product over the song embeddings; the greedy picks then run over the most relevant songs of each genre
 (``shortlist_factor`` x its places, at least ``min_shortlist``).
 """
 
@@ -132,10 +131,13 @@ def song_genres(songs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return genre, np.where(labelled, "label", "predicted")
 
 
-def history_mix(history: pd.DataFrame, plays: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
-    """Share of plays per genre: labels count whole, unlabelled songs by their probabilities."""
+def history_mix(
+    history_labels: Sequence[str | None], history_probs: np.ndarray, plays: np.ndarray, labels: Sequence[str]
+) -> dict[str, float]:
+    """Share of plays per genre: labels count whole, unlabelled songs by their probabilities
+    (``history_probs[i]`` over ``labels``)."""
     weights: Counter[str] = Counter()
-    for label, probs, count in zip(history["label"], history["probs"], plays):
+    for label, probs, count in zip(history_labels, history_probs, plays):
         if isinstance(label, str) and label:
             weights[label] += float(count)
         else:
@@ -217,6 +219,8 @@ def pick(
 
 def make_playlist(
     songs: pd.DataFrame,
+    embeddings: np.ndarray,
+    probs: np.ndarray,
     labels: Sequence[str],
     plays: Mapping[str, float],
     n: int = 20,
@@ -225,7 +229,10 @@ def make_playlist(
     shortlist_factor: int = 10,
     min_shortlist: int = 100,
 ) -> Playlist:
-    """``n`` songs of ``songs`` (the predictions table) for a history of ``plays`` per song id.
+    """``n`` songs of ``songs`` for a history of ``plays`` per song id.
+
+    ``songs`` has the predictions table's ``song_id, path, label, genre``; row ``i`` of
+    ``embeddings [songs, dim]`` and ``probs [songs, len(labels)]`` belongs to its row ``i``.
 
     Raises ``HistoryError`` when ``plays`` names no song of ``songs``; ``ValueError`` for an
     ``n`` under 1 or a ``variety`` outside [0, 1].
@@ -235,12 +242,13 @@ def make_playlist(
     if not 0.0 <= variety <= 1.0:  # also refuses NaN
         raise ValueError(f"variety must be within [0, 1], got {variety}")
     songs = songs.reset_index(drop=True)
+    if not len(songs) == len(embeddings) == len(probs):
+        raise ValueError(f"{len(songs)} songs but {len(embeddings)} embeddings and {len(probs)} probability rows")
     in_history = songs["song_id"].isin(list(plays)).to_numpy()
     if not in_history.any():
         raise HistoryError("none of the history's songs is in the index" + (f" (not found: {list(skipped)[:5]})" if skipped else ""))
-    history = songs[in_history]
-    history_plays = history["song_id"].map(plays).to_numpy(float)
-    mix = history_mix(history, history_plays, labels)
+    history_plays = songs.loc[in_history, "song_id"].map(plays).to_numpy(float)
+    mix = history_mix(songs.loc[in_history, "label"].tolist(), probs[in_history], history_plays, labels)
 
     genre, source = song_genres(songs)
     eligible = ~in_history & (genre != UNKNOWN)
@@ -254,7 +262,7 @@ def make_playlist(
     for g, count in places.items():
         places_by_code[code_of[g]] = count
 
-    vectors = _unit(np.stack(songs["embedding"].to_numpy()))
+    vectors = _unit(embeddings)
     rows = np.flatnonzero(eligible)
     rel = np.full(len(songs), -np.inf, dtype=np.float32)
     rel[rows] = relevance(vectors[rows], vectors[in_history])

@@ -55,6 +55,11 @@ def songs() -> pd.DataFrame:
     return catalogue()
 
 
+def playlist_for(songs: pd.DataFrame, plays: dict, **options):
+    """``make_playlist`` with the matrices taken from the table's list columns."""
+    return make_playlist(songs, np.stack(songs["embedding"]), np.stack(songs["probs"]), LABELS, plays, **options)
+
+
 def genres_of(playlist) -> list[str]:
     return [e.genre for e in playlist.entries]
 
@@ -67,7 +72,7 @@ def mean_pairwise_cosine(songs: pd.DataFrame, song_ids: list[str]) -> float:
 
 # ------------------------------------------------------------------ the knob at its ends
 def test_variety_0_keeps_the_history_genre_and_its_nearest_songs(songs):
-    playlist = make_playlist(songs, LABELS, {"metal-00": 1, "metal-01": 1}, n=8, variety=0.0)
+    playlist = playlist_for(songs, {"metal-00": 1, "metal-01": 1}, n=8, variety=0.0)
     assert genres_of(playlist) == ["metal"] * 8
     assert playlist.history_mix == {"metal": 1.0} and playlist.places == {"metal": 8}
     ids = [e.song_id for e in playlist.entries]
@@ -80,11 +85,11 @@ def test_variety_0_keeps_the_history_genre_and_its_nearest_songs(songs):
 
 def test_variety_1_gives_every_genre_equal_places_and_spreads_the_picks(songs):
     history = {"metal-00": 1, "metal-01": 1}
-    near = make_playlist(songs, LABELS, history, n=9, variety=0.0)
-    wide = make_playlist(songs, LABELS, history, n=9, variety=1.0)
+    near = playlist_for(songs, history, n=9, variety=0.0)
+    wide = playlist_for(songs, history, n=9, variety=1.0)
     assert wide.places == {"ambient": 3, "metal": 3, "swing": 3}
     # 10 places over 3 equal genres: the 10th goes to the history's genre.
-    assert make_playlist(songs, LABELS, history, n=10, variety=1.0).places == {"ambient": 3, "metal": 4, "swing": 3}
+    assert playlist_for(songs, history, n=10, variety=1.0).places == {"ambient": 3, "metal": 4, "swing": 3}
     assert sorted(genres_of(wide)) == ["ambient"] * 3 + ["metal"] * 3 + ["swing"] * 3
     # Within metal, variety 1 leaves the history's sub-cluster (variety 0 stays in it).
     sub_cluster = lambda entries: {int(e.song_id[-2:]) // 10 for e in entries if e.genre == "metal"}
@@ -94,7 +99,7 @@ def test_variety_1_gives_every_genre_equal_places_and_spreads_the_picks(songs):
 def test_more_variety_spreads_the_playlist_further(songs):
     history = {"metal-00": 2, "swing-12": 1}
     spread = [
-        mean_pairwise_cosine(songs, [e.song_id for e in make_playlist(songs, LABELS, history, n=12, variety=v).entries])
+        mean_pairwise_cosine(songs, [e.song_id for e in playlist_for(songs, history, n=12, variety=v).entries])
         for v in (0.0, 0.5, 1.0)
     ]
     assert spread[0] > spread[1] > spread[2]
@@ -103,23 +108,24 @@ def test_more_variety_spreads_the_playlist_further(songs):
 def test_the_genre_mix_follows_the_plays(songs):
     # 4 plays of metal, 2 of swing: at variety 0 a playlist of 9 is 6 metal, 3 swing.
     history = {"metal-00": 3, "metal-11": 1, "swing-05": 2}
-    playlist = make_playlist(songs, LABELS, history, n=9, variety=0.0)
+    playlist = playlist_for(songs, history, n=9, variety=0.0)
     assert playlist.history_mix == {"metal": pytest.approx(2 / 3, abs=1e-4), "swing": pytest.approx(1 / 3, abs=1e-4)}
     assert playlist.places == {"metal": 6, "swing": 3}
     assert playlist.history_plays == 6 and playlist.history_songs == 3
     # Half way: (1 - 0.5) * (2/3, 1/3, 0) + 0.5 * (1/3 each) = (0.5, 1/3, 1/6) of 12 places.
-    half = make_playlist(songs, LABELS, history, n=12, variety=0.5)
+    half = playlist_for(songs, history, n=12, variety=0.5)
     assert half.places == {"metal": 6, "swing": 4, "ambient": 2}
 
 
 def test_unlabelled_history_songs_count_by_their_probabilities(songs):
-    mix = history_mix(songs.set_index("song_id").loc[["ambient-35"]], np.array([1.0]), LABELS)
+    row = songs.set_index("song_id").loc["ambient-35"]
+    mix = history_mix([row["label"]], row["probs"][None], np.array([1.0]), LABELS)
     assert mix == pytest.approx({"ambient": 0.8, "metal": 0.1, "swing": 0.1})
 
 
 def test_candidates_exclude_the_history_and_unknown_genre_songs_and_say_where_the_genre_came_from(songs):
     history = {f"swing-{i:02d}": 1 for i in range(30)}
-    playlist = make_playlist(songs, LABELS, history, n=20, variety=0.0)
+    playlist = playlist_for(songs, history, n=20, variety=0.0)
     ids = [e.song_id for e in playlist.entries]
     assert len(ids) == len(set(ids))
     # 9 swing songs are left (30-38; 39 is unknown); their 11 other places go elsewhere.
@@ -130,26 +136,28 @@ def test_candidates_exclude_the_history_and_unknown_genre_songs_and_say_where_th
 
 def test_a_small_catalogue_gives_a_shorter_playlist(songs):
     small = songs[songs["song_id"].isin(["metal-00", "metal-01", "swing-00", "ambient-39"])]
-    playlist = make_playlist(small, LABELS, {"metal-00": 1}, n=10)
+    playlist = playlist_for(small, {"metal-00": 1}, n=10)
     assert [e.song_id for e in playlist.entries] == ["metal-01", "swing-00"]
 
 
 def test_same_input_same_playlist(songs):
     history = {"metal-00": 2, "ambient-20": 1}
-    first = make_playlist(songs, LABELS, history, n=15, variety=0.4)
-    again = make_playlist(songs.sample(frac=1.0, random_state=1), LABELS, history, n=15, variety=0.4)
+    first = playlist_for(songs, history, n=15, variety=0.4)
+    again = playlist_for(songs.sample(frac=1.0, random_state=1), history, n=15, variety=0.4)
     assert first == again
 
 
 def test_bad_arguments(songs):
+    with pytest.raises(ValueError, match="120 songs but 119 embeddings"):
+        make_playlist(songs, np.stack(songs["embedding"])[1:], np.stack(songs["probs"]), LABELS, {"metal-00": 1})
     with pytest.raises(HistoryError, match="none of the history"):
-        make_playlist(songs, LABELS, {"nope": 1}, skipped=["nope"])
+        playlist_for(songs, {"nope": 1}, skipped=["nope"])
     with pytest.raises(ValueError, match="variety"):
-        make_playlist(songs, LABELS, {"metal-00": 1}, variety=1.5)
+        playlist_for(songs, {"metal-00": 1}, variety=1.5)
     with pytest.raises(ValueError, match="variety"):
-        make_playlist(songs, LABELS, {"metal-00": 1}, variety=float("nan"))
+        playlist_for(songs, {"metal-00": 1}, variety=float("nan"))
     with pytest.raises(ValueError, match="n >= 1"):
-        make_playlist(songs, LABELS, {"metal-00": 1}, n=0)
+        playlist_for(songs, {"metal-00": 1}, n=0)
 
 
 # ------------------------------------------------------------------ the parts
