@@ -33,3 +33,17 @@ def test_list_column_matrix_from_fixed_size_and_plain_lists_across_chunks():
 def test_list_column_matrix_refuses_ragged_or_missing_rows(rows):
     with pytest.raises(GenreBatchError, match="'probs': rows of different lengths or nulls"):
         list_column_matrix(pa.chunked_array([pa.array(rows, pa.list_(pa.float32()))]), "probs")
+
+
+def test_the_answers_benchmark_runs(tmp_path):
+    """benchmarks/answers.py on a small table: it runs and prints its ratios (no timing asserted)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "answers.py"
+    out = subprocess.run([sys.executable, str(script), "--songs", "300", "--repeat", "1", "--dir", str(tmp_path),
+                          "--json", str(tmp_path / "figures.json")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "(a)/(b)" in out.stdout and "(a)/(b + c)" in out.stdout
+    assert (tmp_path / "figures.json").exists()
