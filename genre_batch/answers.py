@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from genre_batch import metrics as m
 from genre_batch import schemas
-from genre_batch.artifacts import IndexVersion, published_index
+from genre_batch.artifacts import IndexVersion, IngestVersion, published_index
 from genre_batch.config import ensure_same_features
 from genre_batch.decode import decode_audio
 from genre_batch.errors import GenreBatchError
@@ -192,23 +192,29 @@ class PublishedIndex:
         hits = self.index.query_vector(answer.embedding, k, exclude=exclude)
         return answer, [self._neighbour(sid, sim) for sid, sim in hits]
 
-    def songs_with_hash(self, content_hash: str) -> set[str]:
+    @cached_property
+    def ingest(self) -> IngestVersion | None:
+        """The ingest version the index was built from (None for an index without one)."""
         ingest_version = self.version.manifest.get("ingest_version")
         if not ingest_version:
-            return set()
-        from genre_batch.artifacts import IngestVersion
+            return None
         from genre_batch.storage import read_json
 
         layout = self.version.layout
-        manifest = read_json(layout.ingest_manifest(ingest_version))
-        songs = read_frame(IngestVersion(layout, ingest_version, manifest).songs_uri, ["song_id", "content_hash"])
+        return IngestVersion(layout, ingest_version, read_json(layout.ingest_manifest(ingest_version)))
+
+    def songs_with_hash(self, content_hash: str) -> set[str]:
+        if self.ingest is None:
+            return set()
+        songs = read_frame(self.ingest.songs_uri, ["song_id", "content_hash"])
         return set(songs.loc[songs["content_hash"] == content_hash, "song_id"])
 
     # ---------------------------------------------------------------- playlists
     def playlist(self, history: Sequence[tuple[str, float]], n: int = 20, variety: float = 0.3) -> Playlist:
         """A playlist for ``(song id or path, plays)`` pairs; entries not in the index are
         reported in ``Playlist.skipped`` (the rule: ``genre_batch.playlist``)."""
-        plays, skipped = resolve_history(history, self.predictions)
+        catalogue = self.ingest.manifest.get("catalogue") if self.ingest else None
+        plays, skipped = resolve_history(history, self.predictions, catalogue=catalogue)
         labels = list(self.version.manifest["labels"])  # the order of the ``probs`` column
         return make_playlist(
             self.predictions, self.vectors("embedding"), self.vectors("probs"), labels, plays,

@@ -194,7 +194,8 @@ def _playlist_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--history", metavar="FILE",
         help="listening history (path or URI): one song id or path per play and line, "
-             "or a CSV with a song_id or path column and an optional plays column",
+             "or a CSV with a song_id or path column and an optional plays column; "
+             "paths are full, or relative to the catalogue",
     )
     parser.add_argument("--song", action="append", default=[], metavar="ID",
                         help="a song id (or path) of the history, one play; repeat it; adds to --history")
@@ -325,6 +326,14 @@ def _demo(args: argparse.Namespace) -> None:
         print(f"\nsimilar to {song.song_id} [{song.label}] {song.path}:")
         for n in published.similar_to_song(song.song_id, 5):
             print(f"  {n.similarity:6.3f}  {n.genre:<16} {n.path}")
+    if len(examples) >= 2:
+        history = [(examples.iloc[0].song_id, 2.0), (examples.iloc[1].song_id, 1.0)]
+        playlist = published.playlist(history, n=8, variety=0.3)
+        mix = ", ".join(f"{g} {w:.0%}" for g, w in playlist.history_mix.items())
+        print(f"\nplaylist of {len(playlist.entries)} songs for a history of 2 plays of the first example and 1 of "
+              f"the second ({mix}), variety 0.3:")
+        for e in playlist.entries:
+            print(f"  {e.relevance:6.3f}  {e.genre:<16} {e.path}")
     print(
         "\nnext: genre-batch similar --root {r} --song {s}\n      genre-batch classify --root {r} FILE.mp3"
         "\n      genre-batch playlist --root {r} --song {s} -n 10 --variety 0.3"

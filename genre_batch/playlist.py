@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from genre_batch.errors import GenreBatchError
 from genre_batch.pooling import UNKNOWN
-from genre_batch.storage import normalise_uri
+from genre_batch.storage import join, normalise_uri
 
 HISTORY_COLUMNS = ("song_id", "path")  # a history CSV names its songs by one of these
 PLAYS_COLUMN = "plays"
@@ -99,28 +100,32 @@ def parse_history(text: str, source: str = "history") -> list[tuple[str, float]]
     return list(zip(keys.tolist(), plays.astype(float).tolist()))
 
 
-def resolve_history(entries: Iterable[tuple[str, float]], songs: pd.DataFrame) -> tuple[dict[str, float], list[str]]:
-    """Plays per song id of ``songs`` (keys are song ids or paths / URIs), and the entries that
-    match no song, in first-seen order."""
+def resolve_history(
+    entries: Iterable[tuple[str, float]], songs: pd.DataFrame, catalogue: str | None = None
+) -> tuple[dict[str, float], list[str]]:
+    """Plays per song id of ``songs``, and the entries that match no song, in first-seen order.
+
+    A key is a song id, a path or URI as in the songs table (``file://`` and ``~`` allowed),
+    or a path relative to ``catalogue`` (as in a labels CSV).
+    """
     ids = set(songs["song_id"])
     by_path = dict(zip(songs["path"], songs["song_id"]))
     plays: Counter[str] = Counter()
-    skipped: list[str] = []
+    skipped: dict[str, None] = {}  # ordered set
     for key, count in entries:
-        song_id = key if key in ids else by_path.get(key) or by_path.get(_uri_or_none(key))
+        song_id = key if key in ids else next((by_path[p] for p in _path_forms(key, catalogue) if p in by_path), None)
         if song_id is None:
-            if key not in skipped:
-                skipped.append(key)
+            skipped[key] = None
             continue
         plays[song_id] += float(count)
-    return dict(plays), skipped
+    return dict(plays), list(skipped)
 
 
-def _uri_or_none(key: str) -> str | None:
-    try:
-        return normalise_uri(key)
-    except (ValueError, OSError):
-        return None
+def _path_forms(key: str, catalogue: str | None) -> Iterator[str]:
+    yield key
+    yield normalise_uri(key)
+    if catalogue and "://" not in key and not os.path.isabs(os.path.expanduser(key)):
+        yield normalise_uri(join(catalogue, key))
 
 
 # ------------------------------------------------------------------ genre mixes and places

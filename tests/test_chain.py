@@ -64,6 +64,7 @@ def test_demo_prints_what_the_readme_promises(demo):
     assert f"ingested: {DEMO_SONGS} songs, {counts['tiles']} tiles, 1 errors" in out
     assert "test songs: " in out and "song accuracy " in out
     assert out.count("\nsimilar to ") == 3
+    assert "\nplaylist of 8 songs for a history of 2 plays of the first example" in out
     labels = pd.read_csv(demo["catalogue"] / "labels.csv")
     assert len(labels) == DEMO_SONGS and set(labels["genre"]) <= set(GENRES)
 
@@ -222,7 +223,8 @@ def test_playlist(demo, capsys, tmp_path):
     # song that is not in the catalogue.
     log = tmp_path / "history.csv"
     paths = predictions.set_index("song_id").loc[history_songs, "path"].tolist()
-    log.write_text("path,plays\n" + "".join(f"{p},{n}\n" for p, n in zip(paths, (3, 1))) + "/nowhere/x.mp3,1\n")
+    relative = paths[1].split("/catalogue/", 1)[1]  # as in labels.csv: relative to the catalogue
+    log.write_text(f"path,plays\n{paths[0]},3\n{relative},1\n/nowhere/x.mp3,1\n")
 
     capsys.readouterr()
     assert main(["playlist", "--root", root, "--history", str(log), "-n", "6", "--variety", "0", "--json"]) == 0

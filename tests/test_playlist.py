@@ -221,3 +221,7 @@ def test_resolve_history_by_id_or_path_adds_up_plays_and_reports_the_rest(songs)
     plays, skipped = resolve_history(entries, songs)
     assert plays == {"metal-03": 2.0, "swing-04": 3.0}
     assert skipped == ["nope"]
+    # Paths relative to the catalogue, as in a labels CSV.
+    plays, skipped = resolve_history([("swing/04.mp3", 1.0), ("jazz/01.mp3", 1.0)], songs, catalogue="file:///music")
+    assert plays == {"swing-04": 1.0} and skipped == ["jazz/01.mp3"]
+    assert resolve_history([("swing/04.mp3", 1.0)], songs)[1] == ["swing/04.mp3"]  # no catalogue: no match
