@@ -7,8 +7,9 @@ The rule, step by step (the README says the same):
    twice). A labelled song counts for its label; an unlabelled one for its mean tile
    probabilities, so a song the model is unsure of spreads its weight over its likely genres.
 2. **Target mix** = ``(1 - variety) * history mix + variety * equal shares`` over the genres the
-   catalogue has songs of. The ``n`` places are dealt by largest remainder; a genre with fewer
-   songs than places passes the rest on to the others, in proportion to their targets.
+   catalogue has songs of. The ``n`` places are dealt by largest remainder (equal remainders:
+   the history's genres first, then those whose best song is nearest to the history); a genre
+   with fewer songs than places passes the rest on to the others, in proportion to their targets.
 3. **Picks**, one at a time, best score first, among the genres with places left (maximal
    marginal relevance): ``score = relevance - variety * redundancy``, where relevance is the
    cosine similarity to the nearest history song and redundancy the similarity to the nearest
@@ -161,15 +162,15 @@ def target_mix(history: Mapping[str, float], genres: Sequence[str], variety: flo
 
 
 def deal_places(
-    target: Mapping[str, float], available: Mapping[str, int], n: int, prefer: Mapping[str, float] | None = None
+    target: Mapping[str, float], available: Mapping[str, int], n: int, prefer: Sequence[str] = ()
 ) -> dict[str, int]:
     """``n`` places over genres by largest remainder on ``target``, at most ``available[g]`` each.
 
     Places a genre cannot fill go to the others in proportion to their targets; when no genre
     with a positive target has songs left, to the genres that have, equally. Equal remainders
-    go to the bigger target, then the bigger ``prefer`` (the history's mix), then by name.
+    go to the bigger target, then to the genre earlier in ``prefer``, then by name.
     """
-    prefer = prefer or {}
+    rank = {g: i for i, g in enumerate(prefer)}
     places = {g: 0 for g in available}
     left = min(n, sum(available.values()))
     while left > 0:
@@ -180,7 +181,8 @@ def deal_places(
         total = sum(weights.values())
         quotas = {g: left * w / total for g, w in weights.items()}
         share = {g: math.floor(q) for g, q in quotas.items()}
-        ranked = sorted(quotas, key=lambda g: (-(quotas[g] - share[g]), -weights[g], -prefer.get(g, 0.0), g))
+        # Fractions rounded: 4 x 2/3 and 4 x 1/6 leave "equal" remainders that differ in the last bit.
+        ranked = sorted(quotas, key=lambda g: (-round(quotas[g] - share[g], 9), -weights[g], rank.get(g, len(rank)), g))
         for g in ranked[: left - sum(share.values())]:
             share[g] += 1
         for g, extra in share.items():
@@ -261,16 +263,20 @@ def make_playlist(
     available = np.bincount(code[eligible], minlength=len(names))
     code_of = {str(names[c]): int(c) for c in np.flatnonzero(available)}
     genres = list(code_of)
-    target = target_mix(mix, genres, variety)
-    places = deal_places(target, {g: int(available[c]) for g, c in code_of.items()}, n, prefer=mix)
-    places_by_code = np.zeros(len(names), dtype=np.int64)
-    for g, count in places.items():
-        places_by_code[code_of[g]] = count
-
     vectors = _unit(embeddings)
     rows = np.flatnonzero(eligible)
     rel = np.full(len(songs), -np.inf, dtype=np.float32)
     rel[rows] = relevance(vectors[rows], vectors[in_history])
+
+    # Equal shares of places go first to the history's genres, then to the genres nearest to it.
+    best = pd.Series(rel[rows]).groupby(code[rows]).max()
+    nearest_first = sorted(genres, key=lambda g: (-mix.get(g, 0.0), -best[code_of[g]], g))
+    target = target_mix(mix, genres, variety)
+    places = deal_places(target, {g: int(available[c]) for g, c in code_of.items()}, n, prefer=nearest_first)
+    places_by_code = np.zeros(len(names), dtype=np.int64)
+    for g, count in places.items():
+        places_by_code[code_of[g]] = count
+
     shortlist = _shortlist(rows, code, rel, places_by_code, shortlist_factor, min_shortlist)
     picked = shortlist[pick(vectors[shortlist], rel[shortlist], code[shortlist], places_by_code, variety)]
 

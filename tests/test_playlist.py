@@ -117,6 +117,18 @@ def test_the_genre_mix_follows_the_plays(songs):
     assert half.places == {"metal": 6, "swing": 4, "ambient": 2}
 
 
+def test_a_tied_place_goes_to_the_genre_nearest_the_history(songs):
+    # Metal history, 4 places, variety 0.5: targets 2/3, 1/6, 1/6 -> metal 3 and one place
+    # that ambient and swing tie for; it goes to the one whose best song is nearer to metal.
+    vectors = np.stack(songs["embedding"])
+    history = vectors[songs["song_id"].isin(["metal-00"]).to_numpy()]
+    nearest = {g: float((vectors[songs["label"].eq(g).to_numpy()] @ history.T).max()) for g in ("ambient", "swing")}
+    expected = max(nearest, key=nearest.get)
+    assert abs(nearest["ambient"] - nearest["swing"]) > 0.05, "the fixture should not tie here"
+    playlist = playlist_for(songs, {"metal-00": 1}, n=4, variety=0.5)
+    assert playlist.places == {"metal": 3, expected: 1}
+
+
 def test_unlabelled_history_songs_count_by_their_probabilities(songs):
     row = songs.set_index("song_id").loc["ambient-35"]
     mix = history_mix([row["label"]], row["probs"][None], np.array([1.0]), LABELS)
@@ -168,10 +180,11 @@ def test_deal_places_by_largest_remainder_and_passing_on_what_a_genre_cannot_fil
     # No genre with a target has songs left: the places go to the others, equally.
     assert deal_places({"a": 1.0}, {"a": 1, "b": 5, "c": 5}, 5) == {"a": 1, "b": 2, "c": 2}
     assert deal_places({"a": 1.0}, {"a": 2, "b": 1}, 10) == {"a": 2, "b": 1}
-    # Equal remainders: the history's genres first, then by name.
+    # Equal remainders: in the order of `prefer`, then by name.
     equal = {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}
     assert deal_places(equal, {"a": 9, "b": 9, "c": 9}, 10) == {"a": 4, "b": 3, "c": 3}
-    assert deal_places(equal, {"a": 9, "b": 9, "c": 9}, 10, prefer={"c": 1.0}) == {"a": 3, "b": 3, "c": 4}
+    assert deal_places(equal, {"a": 9, "b": 9, "c": 9}, 10, prefer=["c", "b"]) == {"a": 3, "b": 3, "c": 4}
+    assert deal_places(equal, {"a": 9, "b": 9, "c": 9}, 11, prefer=["c", "b"]) == {"a": 3, "b": 4, "c": 4}
 
 
 def test_target_mix_blends_towards_equal_shares():
