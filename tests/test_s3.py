@@ -150,6 +150,18 @@ def test_answers_read_from_s3(s3_run, monkeypatch):
     classified = json.loads(run_in_process("classify", "--root", ROOT, song.path, "--json").stdout)
     assert classified[0]["predicted"] == song.predicted
 
+    # A playlist for a listening history kept in the bucket: s3:// URIs and a path relative to
+    # the catalogue; the vectors are read from the bucket's predictions table.
+    unlabelled = predictions[predictions["label"].isna()].sort_values("song_id")
+    relative = unlabelled.iloc[1].path.removeprefix(f"{CATALOGUE}/")
+    history = f"path,plays\n{unlabelled.iloc[0].path},2\n{relative},1\n{CATALOGUE}/gone.mp3,1\n"
+    s3_run["fs"].pipe("gb-catalogue/history.csv", history.encode())
+    result = genre_batch(env, "playlist", "--root", ROOT, "--history", "s3://gb-catalogue/history.csv", "-n", "4", "--json")
+    playlist = json.loads(result.stdout)
+    assert playlist["history_plays"] == 3 and playlist["skipped"] == [f"{CATALOGUE}/gone.mp3"]
+    assert len(playlist["entries"]) == 4
+    assert not {e["song_id"] for e in playlist["entries"]} & set(unlabelled["song_id"].iloc[:2])
+
 
 def test_missing_bucket_fails_in_one_line_and_publishes_nothing(s3_run, capsys):
     from genre_batch.cli import main
