@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections import Counter
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -111,7 +111,7 @@ def resolve_history(
     """
     ids = set(songs["song_id"])
     by_path = dict(zip(songs["path"], songs["song_id"]))
-    plays: Counter[str] = Counter()
+    plays: defaultdict[str, float] = defaultdict(float)
     skipped: dict[str, None] = {}  # ordered set
     for key, count in entries:
         song_id = key if key in ids else next((by_path[p] for p in _path_forms(key, catalogue) if p in by_path), None)
@@ -142,7 +142,7 @@ def history_mix(
 ) -> dict[str, float]:
     """Share of plays per genre: labels count whole, unlabelled songs by their probabilities
     (``history_probs[i]`` over ``labels``)."""
-    weights: Counter[str] = Counter()
+    weights: defaultdict[str, float] = defaultdict(float)
     for label, probs, count in zip(history_labels, history_probs, plays):
         if isinstance(label, str) and label:
             weights[label] += float(count)
