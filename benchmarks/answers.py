@@ -39,9 +39,9 @@ import pyarrow as pa  # noqa: E402
 
 from benchmarks.machine import machine  # noqa: E402
 from genre_batch import schemas  # noqa: E402
-from genre_batch.answers import SCALAR_COLUMNS, list_column_matrix  # noqa: E402
+from genre_batch.answers import SCALAR_COLUMNS, predictions_matrix  # noqa: E402
 from genre_batch.playlist import make_playlist  # noqa: E402
-from genre_batch.tables import read_frame, read_table, write_table  # noqa: E402
+from genre_batch.tables import read_frame, write_table  # noqa: E402
 
 
 def predictions_table(n_songs: int, n_genres: int, dim: int = 128, seed: int = 0) -> tuple[pa.Table, list[str]]:
@@ -126,12 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             return read_frame(uri, SCALAR_COLUMNS).sort_values("item_id").reset_index(drop=True)
 
         def vectors() -> tuple[np.ndarray, np.ndarray]:
-            out = []
-            for column in ("embedding", "probs"):
-                part = read_table(uri, ["item_id", column])
-                order = np.argsort(part.column("item_id").to_numpy(), kind="stable")
-                out.append(list_column_matrix(part.column(column), column)[order])
-            return out[0], out[1]
+            return predictions_matrix(uri, "embedding"), predictions_matrix(uri, "probs")
 
         figures: dict[str, float] = {}
         figures["a_full_frame_s"], full = timed("(a) baseline: every column into pandas", args.repeat, full_frame)

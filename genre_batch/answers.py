@@ -56,6 +56,13 @@ def list_column_matrix(column: pa.ChunkedArray, name: str) -> np.ndarray:
     return np.asarray(array.flatten(), dtype=np.float32).reshape(len(array), width["max"].as_py())
 
 
+def predictions_matrix(uri: str, column: str) -> np.ndarray:
+    """``embedding`` or ``probs`` of a predictions table as one float32 matrix, rows in item id order."""
+    table = read_table(uri, ["item_id", column])
+    order = np.argsort(table.column("item_id").to_numpy(), kind="stable")  # Arrow's sort_by: 35x slower
+    return list_column_matrix(table.column(column), column)[order]
+
+
 def cache_dir() -> str:
     return os.environ.get("GENRE_BATCH_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "genre-batch"))
 
@@ -112,9 +119,7 @@ class PublishedIndex:
     def vectors(self, column: str = "embedding") -> np.ndarray:
         """``embedding`` [songs, dim] or ``probs`` [songs, genres] as one float32 matrix, rows in
         item id order (the rows of ``predictions``), read straight from Arrow."""
-        table = read_table(self.version.predictions_uri, ["item_id", column])
-        order = np.argsort(table.column("item_id").to_numpy(), kind="stable")  # Arrow's sort_by: 35x slower
-        return list_column_matrix(table.column(column), column)[order]
+        return predictions_matrix(self.version.predictions_uri, column)
 
     @cached_property
     def by_song(self) -> pd.DataFrame:

@@ -168,11 +168,18 @@ def _similar(args: argparse.Namespace) -> None:
         header = f"songs like {args.audio} [{format_decision(answer.decision)}]:"
         payload = {"query": {"audio": args.audio, **answer.decision.to_dict()}}
     payload["neighbours"] = [asdict(n) for n in neighbours]
-    lines = [header] + [
-        f"  {n.similarity:6.3f}  {n.song_id}  {n.genre:<16} {'' if n.genre_source == 'label' else '(predicted) '}{n.path}"
-        for n in neighbours
-    ]
+    lines = [header] + [_song_line(n.similarity, n.song_id, n.genre, n.genre_source, n.path) for n in neighbours]
     _emit(payload, args.json, "\n".join(lines))
+
+
+def _song_line(score: float, song_id: str, genre: str, genre_source: str, path: str) -> str:
+    """One answer song: score, id, genre (marked when it is the index's prediction), path."""
+    return f"  {score:6.3f}  {song_id}  {genre:<16} {'' if genre_source == 'label' else '(predicted) '}{path}"
+
+
+def _shares(mix: dict[str, float]) -> str:
+    """A genre mix as "rock 60%, jazz 40%", biggest first."""
+    return ", ".join(f"{g} {w:.0%}" for g, w in sorted(mix.items(), key=lambda gw: (-gw[1], gw[0])))
 
 
 def _fraction(text: str) -> float:
@@ -209,7 +216,6 @@ def _playlist_args(parser: argparse.ArgumentParser) -> None:
 
 def _playlist(args: argparse.Namespace) -> None:
     import sys
-    from dataclasses import asdict
 
     from genre_batch.answers import PublishedIndex
     from genre_batch.errors import GenreBatchError
@@ -227,24 +233,19 @@ def _playlist(args: argparse.Namespace) -> None:
         shown = ", ".join(playlist.skipped[:10]) + (" ..." if len(playlist.skipped) > 10 else "")
         print(f"warning: {len(playlist.skipped)} history entries are not in the index, skipped: {shown}", file=sys.stderr)
 
-    def shares(mix: dict[str, float]) -> str:
-        return ", ".join(f"{g} {w:.0%}" for g, w in sorted(mix.items(), key=lambda gw: (-gw[1], gw[0])))
-
     lines = [
         f"playlist of {len(playlist.entries)} songs for {playlist.history_plays:g} plays of "
         f"{playlist.history_songs} songs, variety {playlist.variety:.2f} (index {index.version.version})",
-        f"  history mix: {shares(playlist.history_mix)}",
-        f"  target mix:  {shares(playlist.target_mix)}",
+        f"  history mix: {_shares(playlist.history_mix)}",
+        f"  target mix:  {_shares(playlist.target_mix)}",
         f"  playlist:    {', '.join(f'{g} {c}' for g, c in sorted(playlist.places.items(), key=lambda gc: (-gc[1], gc[0])))}",
     ] + [
-        f"  {i:3d}  {e.relevance:6.3f}  {e.song_id}  {e.genre:<16} {'' if e.genre_source == 'label' else '(predicted) '}{e.path}"
+        f"  {i:3d}{_song_line(e.relevance, e.song_id, e.genre, e.genre_source, e.path)}"
         for i, e in enumerate(playlist.entries, 1)
     ]
     if not playlist.entries:
         lines.append("  (no songs to choose from: every song of the index is in the history or of unknown genre)")
-    payload = {"index_version": index.version.version, **playlist.to_dict()}
-    payload["entries"] = [asdict(e) for e in playlist.entries]
-    _emit(payload, args.json, "\n".join(lines))
+    _emit({"index_version": index.version.version, **playlist.to_dict()}, args.json, "\n".join(lines))
 
 
 COMMANDS.update(
@@ -329,9 +330,8 @@ def _demo(args: argparse.Namespace) -> None:
     if len(examples) >= 2:
         history = [(examples.iloc[0].song_id, 2.0), (examples.iloc[1].song_id, 1.0)]
         playlist = published.playlist(history, n=8, variety=0.3)
-        mix = ", ".join(f"{g} {w:.0%}" for g, w in playlist.history_mix.items())
         print(f"\nplaylist of {len(playlist.entries)} songs for a history of 2 plays of the first example and 1 of "
-              f"the second ({mix}), variety 0.3:")
+              f"the second ({_shares(playlist.history_mix)}), variety 0.3:")
         for e in playlist.entries:
             print(f"  {e.relevance:6.3f}  {e.genre:<16} {e.path}")
     print(

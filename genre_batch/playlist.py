@@ -303,6 +303,8 @@ def make_playlist(
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
+    # Not genre_batch.index._unit_rows: its float64 copy and finiteness checks take 4.7 s on
+    # 1M x 128 (0.18 s here), for vectors the index already checked when it was built.
     array = np.asarray(vectors, dtype=np.float32)
     norms = np.sqrt(np.einsum("ij,ij->i", array, array))[:, None]
     return array / np.where(norms > 0, norms, 1.0)
