@@ -11,7 +11,12 @@ from contextlib import contextmanager
 
 import ray
 
+from genre_batch.errors import GenreBatchError
+
 logger = logging.getLogger(__name__)
+
+# The address this process joined (--address or RAY_ADDRESS); None: a private local Ray.
+_joined_address: str | None = None
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -20,9 +25,12 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     Inside ``ray job submit`` the job driver already has RAY_ADDRESS set, so the same code
     joins the cluster there and starts a private local instance on a laptop.
     """
-    if ray.is_initialized():
-        return
+    global _joined_address
     address = address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        _joined_address = _joined_address or address
+        return
+    _joined_address = address
     # librosa compiles numba code on first use; a writable cache shared by the workers
     # means each worker process pays it once per machine, not once per process.
     env_vars = {"NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", "/tmp/genre-batch-numba-cache")}
@@ -61,8 +69,23 @@ def cluster_gpus() -> int:
 
 
 def use_gpus(asked: bool | None) -> bool:
-    """``--gpu`` / ``--cpu`` as asked; neither (None): GPUs when the cluster has any."""
-    return cluster_gpus() > 0 if asked is None else asked
+    """``--gpu`` / ``--cpu`` as asked; neither (None): GPUs when the cluster has any.
+
+    ``--gpu`` where there is no GPU: a cluster's autoscaler may add a GPU node for the
+    pending workers, so there the job waits, and says so. A private local Ray never grows:
+    a job waiting there for a GPU would wait forever without a word, so it fails now.
+    """
+    if asked is None:
+        return cluster_gpus() > 0
+    if asked and cluster_gpus() == 0:
+        if _joined_address is None and not os.environ.get("RAY_ADDRESS"):
+            raise GenreBatchError(
+                "--gpu: the local Ray has no GPU (none found on this machine), so the job "
+                "would wait for one forever; run without --gpu, or join a cluster with GPU nodes "
+                "(--address or RAY_ADDRESS)"
+            )
+        logger.warning("--gpu: no GPU in the cluster yet; waiting for the autoscaler to add one")
+    return asked
 
 
 def quiet_ray_data() -> None:

@@ -101,12 +101,9 @@ def predict_songs(
     if splits is not None:
         dataset = dataset.filter(expr=col("split").is_in(list(splits)))
     if use_gpu:
-        # One actor per GPU; with none up yet the pending GPU actor is what makes an
-        # autoscaling cluster start a GPU node, so never fall back to CPU silently.
-        gpus = cluster_gpus()
-        if gpus == 0:
-            logger.warning("--gpu: no GPU in the cluster yet; waiting for the autoscaler to add one")
-        actors = max(1, gpus)
+        # One actor per GPU; with none up yet (use_gpus has said so) the pending GPU actor
+        # is what makes an autoscaling cluster start a GPU node: never fall back to CPU silently.
+        actors = max(1, cluster_gpus())
     else:
         # Leave one CPU to the read tasks: an actor pool that takes every CPU starves them
         # and the job hangs silently (seen with Ray 2.60 on 2 cores).

@@ -314,7 +314,7 @@ def run_train(
     from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipelines._ray import cluster_cpus, ensure_ray
+    from pipelines._ray import cluster_cpus, ensure_ray, use_gpus
 
     started = time.perf_counter()
     check_writable(root)
@@ -334,6 +334,7 @@ def run_train(
                            best_epoch=int(finished["best_epoch"]), metrics=finished,
                            seconds=time.perf_counter() - started)
     ensure_ray(address)
+    use_gpus(train_config.use_gpu)  # --gpu on a machine without one fails here, not in a silent wait
     workers = max(1, train_config.num_workers)
     # Leave one CPU to the Ray Data tasks that read the tiles: workers that take every CPU
     # starve them and training hangs ("Cluster resources are not enough..."). On a small

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -265,6 +266,26 @@ def test_answers_from_the_index_load_no_torch_ray_or_matplotlib(demo):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "loaded: []" in out.stdout
+
+
+def test_gpu_asked_where_there_is_none_fails_at_once(demo, ray_local):
+    """`train --gpu` / `index --gpu` on a machine without a GPU: a private local Ray never gets
+    one, so each command says so and exits instead of waiting for it forever (as Ray would)."""
+    if ray_local.cluster_resources().get("GPU"):
+        pytest.skip("this machine has a GPU")
+    layout = demo["layout"]
+    published = (latest_version(layout.models_area, "model"), latest_version(layout.index_area, "index"))
+    script = (
+        "from genre_batch.cli import main\n"
+        f"print('train', main(['train', '--root', {demo['root']!r}, '--gpu', '--run', 'on-gpu', '--epochs', '1']))\n"
+        f"print('index', main(['index', '--root', {demo['root']!r}, '--gpu']))\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "train 1" in out.stdout and "index 1" in out.stdout, out.stdout + out.stderr
+    assert out.stderr.count("error: --gpu: the local Ray has no GPU") == 2, out.stderr
+    assert (latest_version(layout.models_area, "model"), latest_version(layout.index_area, "index")) == published
 
 
 def test_evaluate(demo, capsys):
