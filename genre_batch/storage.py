@@ -191,7 +191,7 @@ def walk_files(uri: str) -> Iterable[FileInfo]:
     with storage_errors("list", uri):
         if not fs.exists(path):
             raise StorageError(f"catalogue {uri} does not exist")
-        found = fs.find(path, detail=True)
+        found = _find_following_links(fs, path, {os.path.realpath(path)})
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     for file_path, info in sorted(found.items()):
         if info.get("type") != "file":
@@ -206,6 +206,34 @@ def walk_files(uri: str) -> Iterable[FileInfo]:
             mtime=str(mtime),
             etag=str(info.get("ETag") or info.get("etag") or "").strip('"'),
         )
+
+
+def _find_following_links(fs: Any, path: str, walked: set[str]) -> dict[str, dict[str, Any]]:
+    """``fs.find`` that follows symbolic links, which it lists as type "other" and would drop.
+
+    Music folders on disk are often made of links (a library sorted by genre, pointing at the
+    files where they live). A link to a file counts as that file (the target's size and
+    mtime, so the nightly sees the target change); a link to a folder is walked under the
+    link's name, once per real folder (a link back up the tree is not a loop); a broken
+    link is kept as an empty file, so that ingest records it as unreadable with its reason.
+    Only local file systems have links: on object stores this is ``fs.find``.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for file_path, info in fs.find(path, detail=True).items():
+        if info.get("type") == "file" or not info.get("islink"):
+            found[file_path] = info
+            continue
+        try:
+            target = fs.info(file_path)  # follows the link
+        except FileNotFoundError:
+            found[file_path] = {**info, "type": "file", "size": 0}
+            continue
+        if target.get("type") == "file":
+            found[file_path] = {**target, "name": file_path}
+        elif target.get("type") == "directory" and os.path.realpath(file_path) not in walked:
+            walked.add(os.path.realpath(file_path))
+            found.update(_find_following_links(fs, file_path, walked))
+    return found
 
 
 def check_writable(uri: str) -> None:

@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,7 @@ from genre_batch.ingest import (
     write_tile_shard,
 )
 from genre_batch.layout import RootLayout
-from genre_batch.storage import check_writable, filesystem, new_version, publish, write_json
+from genre_batch.storage import LocalFileSystem, check_writable, filesystem, new_version, publish, write_json
 from genre_batch.tables import write_rows
 from pipelines._entry import positive_int
 
@@ -60,8 +61,14 @@ class IngestReport:
 
 def read_file_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
-    with fs.open(path, "rb") as handle:
-        return handle.read()
+    try:
+        with fs.open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        # The listing keeps broken links (storage.walk_files): say what is broken.
+        if isinstance(fs, LocalFileSystem) and os.path.islink(path):
+            raise FileNotFoundError(f"broken link: {path} points to {os.readlink(path)}, which does not exist") from None
+        raise
 
 
 def ingest_batch(

@@ -254,3 +254,25 @@ def test_a_batch_mixing_known_and_missing_artists_labels_and_splits(tmp_path: Pa
     missing = by_path["b.wav"]
     assert missing["artist"] is None and missing["label"] is None
     assert missing["split"] == assign_split(split_key(files[1].song_id, None), SplitConfig())
+
+
+def test_links_in_a_catalogue_are_ingested_and_a_broken_one_is_an_error_row(tmp_path: Path) -> None:
+    """A folder of links, listed and ingested as the jobs do: the link to a file becomes a
+    song, the broken link a `read` error row that says what it points to; nothing is dropped."""
+    from genre_batch.catalogue import list_catalogue
+    from genre_batch.layout import RootLayout
+    from pipelines.ingest import ingest_locally
+
+    write_audio(tmp_path / "store" / "song.wav", noisy_sine(330, 7.0, 22050), 22050, "WAV")
+    (tmp_path / "cat" / "folk").mkdir(parents=True)
+    (tmp_path / "cat" / "folk" / "linked.wav").symlink_to(tmp_path / "store" / "song.wav")
+    (tmp_path / "cat" / "folk" / "gone.wav").symlink_to(tmp_path / "store" / "deleted.wav")
+
+    files = list_catalogue(str(tmp_path / "cat"))
+    songs, errors = ingest_locally(files, RootLayout(str(tmp_path / "root")), "v1", FeatureConfig(), SplitConfig(),
+                                   labels_from_tags=False)
+
+    assert [(s["relative_path"], s["label"]) for s in songs] == [("folk/linked.wav", "folk")]
+    assert [(e["relative_path"], e["stage"], e["error_type"]) for e in errors] == [
+        ("folk/gone.wav", "read", "FileNotFoundError")]
+    assert errors[0]["message"].startswith("broken link: ") and "deleted.wav, which does not exist" in errors[0]["message"]

@@ -182,6 +182,34 @@ def test_walk_files_finds_nested_files_with_sizes(tmp_path: Path) -> None:
         assert abs((dt.datetime.now(dt.timezone.utc) - when).total_seconds()) < 3600
 
 
+def test_walk_files_follows_links_once_and_keeps_broken_ones(tmp_path: Path) -> None:
+    """A library of links: a link to a file is that file, a link to a folder is walked under
+    its own name, a link back up the tree is not walked again, a broken link is kept (empty)."""
+    store = tmp_path / "store"
+    (store / "album").mkdir(parents=True)
+    (store / "album" / "track.mp3").write_bytes(b"x" * 5)
+    (store / "single.flac").write_bytes(b"x" * 7)
+    library = tmp_path / "library"
+    (library / "rock").mkdir(parents=True)
+    (library / "rock" / "own.mp3").write_bytes(b"x" * 3)
+    (library / "rock" / "single.flac").symlink_to(store / "single.flac")
+    (library / "jazz").symlink_to(store / "album")
+    (library / "rock" / "gone.mp3").symlink_to(tmp_path / "deleted.mp3")
+    (library / "rock" / "up").symlink_to(library)
+
+    found = {relative_to(f.uri, str(library)): f for f in walk_files(str(library))}
+
+    assert {path: f.size for path, f in found.items()} == {
+        "jazz/track.mp3": 5, "rock/gone.mp3": 0, "rock/own.mp3": 3, "rock/single.flac": 7,
+    }
+    assert found["rock/single.flac"].mtime == walk_one(store / "single.flac").mtime
+
+
+def walk_one(path: Path):
+    (info,) = [f for f in walk_files(str(path.parent)) if f.uri == str(path)]
+    return info
+
+
 def test_walk_files_of_missing_folder_raises(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="does not exist"):
         list(walk_files(str(tmp_path / "nowhere")))
