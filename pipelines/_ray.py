@@ -88,10 +88,17 @@ def use_gpus(asked: bool | None) -> bool:
     return asked
 
 
+def _not_the_progress_bar_hint(record: logging.LogRecord) -> bool:
+    # Ray Data's answer to progress bars turned off: "Progress bars disabled. To enable, set ...",
+    # advice against what quiet_ray_data chose on purpose.
+    return not record.getMessage().startswith("Progress bars disabled.")
+
+
 def quiet_ray_data() -> None:
     """Progress bars on a terminal; elsewhere (CI, job logs) no per-second progress lines."""
     from ray.data import DataContext
 
+    logging.getLogger("ray.data._internal.progress").addFilter(_not_the_progress_bar_hint)
     context = DataContext.get_current()
     interactive = sys.stderr.isatty()
     context.enable_progress_bars = interactive

@@ -57,6 +57,7 @@ def speak(lines):
 
 lines = {lines!r}
 ray.get(speak.remote(lines))
+assert ray.data.range(3).take_all()  # stdout is a pipe: no progress bars, and no hint about them
 time.sleep(3)  # the log monitor forwards worker output about once a second
 ray.shutdown()
 print("driver done", flush=True)
@@ -101,6 +102,11 @@ def test_the_patterns_are_what_the_driver_is_given():
 
 def test_ray_noise_is_dropped_and_every_other_line_kept(outputs):
     assert worker_lines(outputs["default"]) == list(KEPT_LINES), outputs["default"]
+
+
+def test_no_advice_to_turn_on_the_progress_bars_we_turned_off(outputs):
+    assert "driver done" in outputs["default"]
+    assert "Progress bars disabled" not in outputs["default"], outputs["default"]
 
 
 def test_an_empty_filter_shows_every_line(outputs):
