@@ -33,6 +33,23 @@ class CatalogueFile:
     etag: str | None = None  # object stores only; with size and mtime it tells when a file changed
 
 
+def keyed_by_relative_path(rows: dict[str, LabelRow], root: str, source: str) -> dict[str, LabelRow]:
+    """Labels CSV rows by catalogue-relative path. The documented form is relative; a full path
+    or URI under the catalogue (as music libraries export them) is accepted too. One outside
+    the catalogue is kept as it is, to be reported with the paths that name no file."""
+    keyed: dict[str, LabelRow] = {}
+    for path, row in rows.items():
+        if "://" in path or path.startswith(("/", "~")):
+            try:
+                path = relative_to(path, root)
+            except ValueError:
+                pass
+        if path in keyed:
+            raise LabelError(f"{source}: {path} is listed twice (by relative and by full path)")
+        keyed[path] = row
+    return keyed
+
+
 def list_catalogue(catalogue_uri: str, labels: str = "folder", strict_labels: bool = True) -> list[CatalogueFile]:
     """List audio files (by extension, case-insensitive) and attach labels.
 
@@ -49,7 +66,7 @@ def list_catalogue(catalogue_uri: str, labels: str = "folder", strict_labels: bo
             text = read_bytes(labels).decode("utf-8-sig")
         except FileNotFoundError:
             raise LabelError(f"labels CSV {labels} does not exist") from None
-        csv_rows = parse_labels_csv(text, source=labels)
+        csv_rows = keyed_by_relative_path(parse_labels_csv(text, source=labels), root, labels)
         mode = "csv"
     files: list[CatalogueFile] = []
     skipped = 0

@@ -38,7 +38,8 @@ def label_from_folder(relative_path: str) -> str | None:
 
 
 def parse_labels_csv(text: str, source: str = "labels CSV") -> dict[str, LabelRow]:
-    """Columns ``path,genre`` and optionally ``artist``, ``split``; path relative to the catalogue."""
+    """Columns ``path,genre`` and optionally ``artist``, ``split``; path relative to the catalogue
+    (``catalogue.keyed_by_relative_path`` also takes full paths under it)."""
     reader = csv.DictReader(io.StringIO(text))
     columns = set(reader.fieldnames or [])
     missing = {"path", "genre"} - columns

@@ -241,7 +241,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--labels",
         default="folder",
         help="folder (parent folder name, default), tags (ID3/Vorbis genre), none, "
-        "or the URI of a CSV with columns path,genre[,artist][,split]",
+        "or the URI of a CSV with columns path,genre[,artist][,split] (path relative to the catalogue, "
+        "or full)",
     )
     parser.add_argument("--files-per-task", type=positive_int, default=8, help="files per Ray task = per tile shard")
     parser.add_argument("--tile-hop", type=int, default=FeatureConfig.tile_hop_frames,

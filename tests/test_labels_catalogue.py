@@ -206,6 +206,21 @@ def test_list_catalogue_with_labels_csv(catalogue_dir: Path, tmp_path: Path) -> 
         assert (file.label, file.label_source, file.artist, file.split_override) == (None, "none", None, None)
 
 
+def test_labels_csv_may_name_files_by_full_path_or_uri(catalogue_dir: Path, tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"path,genre\n{catalogue_dir}/blues/a.mp3,blues\nfile://{catalogue_dir}/root.wav,ambient\n"
+                      "jazz/d.Ogg,jazz\n")
+    files = {f.relative_path: f.label for f in list_catalogue(str(catalogue_dir), labels=str(labels))}
+    assert (files["blues/a.mp3"], files["root.wav"], files["jazz/d.Ogg"]) == ("blues", "ambient", "jazz")
+
+    labels.write_text(f"path,genre\n{tmp_path}/elsewhere/a.mp3,blues\n")
+    with pytest.raises(LabelError, match=r"1 path\(s\) not found.*elsewhere/a\.mp3"):
+        list_catalogue(str(catalogue_dir), labels=str(labels))
+    labels.write_text(f"path,genre\nblues/a.mp3,blues\n{catalogue_dir}/blues/a.mp3,jazz\n")
+    with pytest.raises(LabelError, match="blues/a.mp3 is listed twice"):
+        list_catalogue(str(catalogue_dir), labels=str(labels))
+
+
 def test_labels_csv_naming_a_missing_file_raises(catalogue_dir: Path, tmp_path: Path) -> None:
     labels = tmp_path / "labels.csv"
     labels.write_text("path,genre\nblues/a.mp3,blues\nblues/gone.mp3,blues\nnotes.txt,blues\n")
