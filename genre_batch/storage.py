@@ -191,6 +191,8 @@ def walk_files(uri: str) -> Iterable[FileInfo]:
     with storage_errors("list", uri):
         if not fs.exists(path):
             raise StorageError(f"catalogue {uri} does not exist")
+        if fs.isfile(path):
+            raise StorageError(f"catalogue {uri} is a file: give the folder (or prefix) that holds the audio")
         found = _find_following_links(fs, path, {os.path.realpath(path)})
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     for file_path, info in sorted(found.items()):

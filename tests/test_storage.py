@@ -215,6 +215,14 @@ def test_walk_files_of_missing_folder_raises(tmp_path: Path) -> None:
         list(walk_files(str(tmp_path / "nowhere")))
 
 
+def test_walk_files_of_a_file_asks_for_its_folder(tmp_path: Path) -> None:
+    (tmp_path / "song.mp3").write_bytes(b"x")
+    with pytest.raises(StorageError, match="song.mp3 is a file: give the folder"):
+        list(walk_files(str(tmp_path / "song.mp3")))
+    (tmp_path / "linked").symlink_to(tmp_path)  # a catalogue that is a link to a folder is walked
+    assert [f.uri for f in walk_files(str(tmp_path / "linked"))] == [str(tmp_path / "linked" / "song.mp3")]
+
+
 def test_list_prefix(tmp_path: Path) -> None:
     (tmp_path / "v2").mkdir()
     (tmp_path / "v1" / "deep").mkdir(parents=True)
