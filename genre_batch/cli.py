@@ -24,6 +24,14 @@ def configure_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a count: songs, epochs, workers, neighbours...)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def run_entry_point(body: Callable[[], object], verbose: bool | None = None) -> int:
     """Run a command: exit 0 on success, 1 with a one-line message on a known failure."""
     if verbose is None:

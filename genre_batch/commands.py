@@ -10,6 +10,8 @@ import argparse
 import logging
 from typing import Any, Callable
 
+from genre_batch.cli import positive_int
+
 logger = logging.getLogger(__name__)
 
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]
@@ -62,7 +64,7 @@ def _jsonable(value: Any) -> Any:
 
 def _evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", required=True, help="storage root with a published index")
-    parser.add_argument("-k", type=int, default=10, help="neighbours for genre precision@k")
+    parser.add_argument("-k", type=positive_int, default=10, help="neighbours for genre precision@k")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a summary")
 
 
@@ -149,7 +151,7 @@ def _similar_args(parser: argparse.ArgumentParser) -> None:
     query = parser.add_mutually_exclusive_group(required=True)
     query.add_argument("--song", help="song id from the songs / predictions table")
     query.add_argument("--audio", help="an audio file (path or URI), in the catalogue or not")
-    parser.add_argument("-k", type=int, default=10, help="number of neighbours")
+    parser.add_argument("-k", type=positive_int, default=10, help="number of neighbours")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -189,13 +191,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
 def _playlist_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", required=True, help="storage root with a published index")
     parser.add_argument(
@@ -206,7 +201,7 @@ def _playlist_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--song", action="append", default=[], metavar="ID",
                         help="a song id (or path) of the history, one play; repeat it; adds to --history")
-    parser.add_argument("-n", type=_positive_int, default=20, help="songs in the playlist")
+    parser.add_argument("-n", type=positive_int, default=20, help="songs in the playlist")
     parser.add_argument(
         "--variety", type=_fraction, default=0.3,
         help="0: the history's genre mix and its nearest songs; 1: every genre equally, songs spread apart",
@@ -262,7 +257,7 @@ COMMANDS.update(
 # ------------------------------------------------------------------ demo catalogue and the whole chain
 def _synth_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="directory to write the demo catalogue into")
-    parser.add_argument("--songs", type=int, default=120, help="number of songs")
+    parser.add_argument("--songs", type=positive_int, default=120, help="number of songs")
     parser.add_argument("--seed", type=int, default=0, help="seed: the same seed writes the same catalogue")
 
 
@@ -280,9 +275,9 @@ def _synth(args: argparse.Namespace) -> None:
 def _demo_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default="genre-batch-demo",
                         help="directory for the demo: catalogue/ inside it, every output beside it")
-    parser.add_argument("--songs", type=int, default=120, help="songs in the demo catalogue")
-    parser.add_argument("--epochs", type=int, default=12, help="training epochs")
-    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers")
+    parser.add_argument("--songs", type=positive_int, default=120, help="songs in the demo catalogue")
+    parser.add_argument("--epochs", type=positive_int, default=12, help="training epochs")
+    parser.add_argument("--workers", type=positive_int, default=1, help="Ray Train workers")
     parser.add_argument("--seed", type=int, default=0, help="seed of catalogue, split and training")
 
 

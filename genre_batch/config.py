@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
 
-from genre_batch.errors import ConfigMismatchError
+from genre_batch.errors import ConfigError, ConfigMismatchError
 
 T = TypeVar("T")
 
@@ -41,15 +41,15 @@ class FeatureConfig:
 
     def __post_init__(self) -> None:
         if self.n_fft % self.hop_length != 0:
-            raise ValueError(f"n_fft ({self.n_fft}) must be a multiple of hop_length ({self.hop_length})")
+            raise ConfigError(f"n_fft ({self.n_fft}) must be a multiple of hop_length ({self.hop_length})")
         if self.fmax > self.sample_rate / 2:
-            raise ValueError(f"fmax {self.fmax} is above Nyquist ({self.sample_rate / 2})")
+            raise ConfigError(f"fmax {self.fmax} is above Nyquist ({self.sample_rate / 2})")
         if not 0 < self.tile_hop_frames <= self.tile_frames:
-            raise ValueError("tile_hop_frames must be in (0, tile_frames]")
+            raise ConfigError(f"tile_hop_frames (--tile-hop) must be in 1..{self.tile_frames}, got {self.tile_hop_frames}")
         if self.top_db <= 0:
-            raise ValueError("top_db must be positive")
+            raise ConfigError(f"top_db must be positive, got {self.top_db}")
         if self.min_duration_s * self.sample_rate < self.n_fft:
-            raise ValueError("min_duration_s must cover at least one FFT window")
+            raise ConfigError("min_duration_s must cover at least one FFT window")
 
     @property
     def tile_shape(self) -> tuple[int, int]:
@@ -103,7 +103,7 @@ class SplitConfig:
     def __post_init__(self) -> None:
         total = self.train + self.valid + self.test
         if abs(total - 1.0) > 1e-6 or min(self.train, self.valid, self.test) < 0:
-            raise ValueError(f"split ratios must be non-negative and sum to 1, got {total}")
+            raise ConfigError(f"split ratios must be non-negative and sum to 1, got {total}")
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,14 @@ class TrainConfig:
     shuffle_buffer_tiles: int = 512
     model: ModelConfig = field(default_factory=ModelConfig)
 
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "epochs", "batch_size", "num_workers", "shuffle_buffer_tiles")
+        _at_least(self, 0, "weight_decay", "freq_mask", "time_mask")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
 
 @dataclass(frozen=True)
 class IndexConfig:
@@ -154,6 +162,18 @@ class IndexConfig:
     target_accuracy: float = 0.9
     min_coverage: float = 0.5
     batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "n_trees", "batch_size")
+        for name in ("target_accuracy", "min_coverage"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+def _at_least(config: object, low: float, *names: str) -> None:
+    for name in names:
+        if not getattr(config, name) >= low:
+            raise ConfigError(f"{name} must be at least {low}, got {getattr(config, name)}")
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:

@@ -32,10 +32,3 @@ def add_device_flags(parser: argparse.ArgumentParser, what: str) -> None:
                         help=f"{what} on GPUs (default: on GPUs when the cluster has any)")
     device.add_argument("--cpu", dest="use_gpu", action="store_const", const=False, help=f"{what} on CPUs only")
 
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value

@@ -27,6 +27,7 @@ import pandas as pd
 from genre_batch import plots, schemas
 from genre_batch.artifacts import code_version, published_ingest, published_model_run
 from genre_batch.checkpoint import load_model_bundle
+from genre_batch.cli import positive_int
 from genre_batch.config import IndexConfig, ensure_same_features
 from genre_batch.evaluation import add_predicted, save_plots
 from genre_batch.index import SongIndex
@@ -221,12 +222,12 @@ def run_index(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = IndexConfig()
     parser.add_argument("--root", required=True, help="storage root (published ingest and model)")
-    parser.add_argument("--n-trees", type=int, default=defaults.n_trees, help="Annoy trees")
+    parser.add_argument("--n-trees", type=positive_int, default=defaults.n_trees, help="Annoy trees")
     parser.add_argument("--target-accuracy", type=float, default=defaults.target_accuracy,
                         help="accuracy the accepted validation songs must reach (unknown rule)")
     parser.add_argument("--min-coverage", type=float, default=defaults.min_coverage,
                         help="share of validation songs the unknown rule must keep")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="tiles per inference batch")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="tiles per inference batch")
     add_device_flags(parser, "inference")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
 

@@ -24,6 +24,7 @@ import pyarrow as pa
 from genre_batch import schemas
 from genre_batch.artifacts import code_version
 from genre_batch.catalogue import CatalogueFile, list_catalogue
+from genre_batch.cli import positive_int
 from genre_batch.config import FeatureConfig, SplitConfig
 from genre_batch.errors import GenreBatchError
 from genre_batch.ingest import (
@@ -37,7 +38,6 @@ from genre_batch.ingest import (
 from genre_batch.layout import RootLayout
 from genre_batch.storage import LocalFileSystem, check_writable, filesystem, new_version, publish, write_json
 from genre_batch.tables import write_rows
-from pipelines._entry import positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or full)",
     )
     parser.add_argument("--files-per-task", type=positive_int, default=8, help="files per Ray task = per tile shard")
-    parser.add_argument("--tile-hop", type=int, default=FeatureConfig.tile_hop_frames,
+    parser.add_argument("--tile-hop", type=positive_int, default=FeatureConfig.tile_hop_frames,
                         help="frames between tile starts (256 = no overlap)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the artist/song split hash")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")

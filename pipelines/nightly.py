@@ -56,7 +56,8 @@ from genre_batch.storage import (
     write_json,
 )
 from genre_batch.tables import read_frame, write_rows
-from pipelines._entry import add_device_flags, positive_int
+from genre_batch.cli import positive_int
+from pipelines._entry import add_device_flags
 from pipelines.inference import LOCAL_MAX_TILES
 
 if TYPE_CHECKING:
@@ -466,8 +467,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="decode earlier failures again even if unchanged")
     parser.add_argument("--retrain", action="store_true",
                         help="train a new model first; publish it only if valid song accuracy is not worse")
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="epochs of a --retrain run")
-    parser.add_argument("--keep", type=int, default=3, help="versions of ingest and index to keep")
+    parser.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs, help="epochs of a --retrain run")
+    parser.add_argument("--keep", type=positive_int, default=3, help="versions of ingest and index to keep")
     parser.add_argument("--files-per-task", type=positive_int, default=8,
                         help="files per Ray task = per tile shard; up to this many new files are decoded in this process")
     parser.add_argument("--local-max-tiles", type=int, default=LOCAL_MAX_TILES,

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from genre_batch.artifacts import IngestVersion, code_version, published_ingest
+from genre_batch.cli import positive_int
 from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
 from genre_batch.errors import GenreBatchError
 from genre_batch.layout import RootLayout
@@ -481,11 +482,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     parser.add_argument("--root", required=True, help="storage root (holds the published ingest)")
     parser.add_argument("--model", default=defaults.model.name, choices=["cnn"], help="model architecture")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs,
+    parser.add_argument("--epochs", type=positive_int, default=defaults.epochs,
                         help="total epochs of the run (a run that has them already is not trained again)")
-    parser.add_argument("--workers", type=int, default=defaults.num_workers, help="Ray Train workers (DDP)")
+    parser.add_argument("--workers", type=positive_int, default=defaults.num_workers, help="Ray Train workers (DDP)")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
                         help="tiles per optimiser step, split across the workers")
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="AdamW learning rate")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of weights, shuffling, masks")

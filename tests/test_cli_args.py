@@ -1,0 +1,71 @@
+"""Out-of-range flags: a usage error or one line naming the value, before any work starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from genre_batch.cli import main
+from genre_batch.config import FeatureConfig, IndexConfig, SplitConfig, TrainConfig
+from genre_batch.errors import ConfigError, GenreBatchError
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["synth", "--out", "x", "--songs", "0"],
+        ["demo", "--epochs", "0"],
+        ["demo", "--workers", "-1"],
+        ["ingest", "--catalogue", "c", "--root", "r", "--tile-hop", "0"],
+        ["ingest", "--catalogue", "c", "--root", "r", "--files-per-task", "0"],
+        ["train", "--root", "r", "--epochs", "0"],
+        ["train", "--root", "r", "--workers", "0"],
+        ["train", "--root", "r", "--batch-size", "0"],
+        ["index", "--root", "r", "--n-trees", "0"],
+        ["index", "--root", "r", "--batch-size", "-4"],
+        ["evaluate", "--root", "r", "-k", "0"],
+        ["similar", "--root", "r", "--song", "s", "-k", "0"],
+        ["playlist", "--root", "r", "--song", "s", "-n", "0"],
+        ["nightly", "--catalogue", "c", "--root", "r", "--keep", "0"],
+    ],
+)
+def test_a_count_below_one_is_a_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "must be at least 1, got" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--root", "r", "--lr", "0"], "learning_rate must be positive, got 0.0"),
+        (["index", "--root", "r", "--target-accuracy", "1.5"], "target_accuracy must be in [0, 1], got 1.5"),
+        (["index", "--root", "r", "--min-coverage", "-0.1"], "min_coverage must be in [0, 1], got -0.1"),
+        (["ingest", "--catalogue", "c", "--root", "r", "--tile-hop", "300"],
+         "tile_hop_frames (--tile-hop) must be in 1..256, got 300"),
+    ],
+)
+def test_a_config_value_out_of_range_is_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written: the roots above would land here
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"error: {message}"
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_configs_check_their_ranges():
+    for build in (
+        lambda: TrainConfig(epochs=0),
+        lambda: TrainConfig(num_workers=0),
+        lambda: TrainConfig(label_smoothing=1.0),
+        lambda: TrainConfig(freq_mask=-1),
+        lambda: IndexConfig(n_trees=0),
+        lambda: IndexConfig(min_coverage=2),
+        lambda: FeatureConfig(tile_hop_frames=0),
+        lambda: SplitConfig(train=0.5),
+    ):
+        with pytest.raises(ConfigError):
+            build()
+    assert issubclass(ConfigError, GenreBatchError) and issubclass(ConfigError, ValueError)
+    TrainConfig(), IndexConfig(), FeatureConfig(), SplitConfig()  # the defaults are in range
