@@ -23,6 +23,14 @@ RAY_LOG_NOISE: tuple[str, ...] = (
     # Ray Train's DatasetManager calls a Ray Data option that Ray deprecated (two lines).
     r"RayDeprecationWarning: `ExecutionOptions\.exclude_resources` is deprecated",
     r"^\s*self\.exclude_resources = exclude_resources\s*$",
+    # Off a terminal the progress bars are off on purpose (_ray.quiet_ray_data); each worker
+    # that runs a dataset then advises turning them on.
+    r"^Progress bars disabled\. To enable, set",
+    # Per epoch, Ray Train repeats the metrics the training loop's own epoch line gives, with
+    # the checkpoint's path (one ~700-character line), and Ray Data reports each split's
+    # dataset (two lines, "finished in 0.00 seconds": the splits are cached in memory).
+    r"^Reporting training result \d+: TrainingReport\(",
+    r"Dataset (?:train|valid)_\w+ execution finished in ",
 )
 
 # Ray's documented log filter (RAY_DEDUP_LOGS_SKIP_REGEX). A value the user set wins; an empty

@@ -33,11 +33,18 @@ NOISE_LINES = (
     "RayDeprecationWarning: `ExecutionOptions.exclude_resources` is deprecated and will be removed after "
     "January 2027. Use `ExecutionOptions.label_selector` to constrain Ray Data work to labeled nodes.",
     "  self.exclude_resources = exclude_resources",
+    "Progress bars disabled. To enable, set `ray.data.DataContext.get_current().enable_progress_bars = True`.",
+    "Reporting training result 1: TrainingReport(checkpoint=Checkpoint(filesystem=local, path=/tmp/demo2/models/"
+    "cnn-20261202T131533Z-660729/ray/checkpoint_2026-12-02_13-16-04.066523), metrics={'epoch': 1, "
+    "'train_loss': 1.4030030105617373, 'valid_accuracy': 0.18235294117647058}, validation=False) from rank 0",
+    "✔️  Dataset train_0357iiBmyHpVeHBXA0cvsX_0 execution finished in 0.00 seconds",
+    "✔️  Dataset valid_0357iiIH8CjgWZl0kn2NRe_11 execution finished in 0.00 seconds",
 )
 KEPT_LINES = (
     "epoch 1/12: loss 1.421 acc 0.516 | valid loss 2.692 acc 0.214 | 83 tiles/s",
     "decode failed for song.mp3: Failed to query the file's header",
     "worker says: self.exclude_resources = exclude_resources was not the whole line",
+    "✔️  Dataset dataset_0357iSTxY9bwtomJynF1Hf_0 execution finished in 4.68 seconds",
 )
 # What the task prints, in order: Ray's noise between lines of its own.
 PRINTED_LINES = (*KEPT_LINES[:1], *NOISE_LINES, *KEPT_LINES[1:])
