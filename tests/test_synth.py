@@ -192,13 +192,31 @@ def test_labels_csv_lists_every_song_and_nothing_else(tiny_catalogue: tuple[Path
         reader = csv.DictReader(handle)
         rows = list(reader)
 
-    assert reader.fieldnames == ["path", "genre", "artist"]
+    assert reader.fieldnames == ["path", "genre", "artist", "split"]
     mp3s_on_disk = {path.relative_to(root).as_posix() for path in root.rglob("*.mp3")}
     assert {row["path"] for row in rows} | set(summary.broken_files) == mp3s_on_disk
     for row in rows:
         assert row["path"].startswith(row["genre"] + "/")
         assert row["artist"] in STYLES[row["genre"]].artists
+        assert row["split"] == synth.curated_split(plan_catalogue(TINY_SONGS, seed=TINY_SEED))[row["artist"]]
     assert summary.genres == tuple(genre for genre in GENRES if any(row["genre"] == genre for row in rows))
+
+
+@pytest.mark.parametrize("n_songs", [6, 12, 18, 120, 300])
+def test_curated_split_is_artist_disjoint_and_puts_every_genre_on_every_side(n_songs: int) -> None:
+    for seed in range(4):
+        songs = plan_catalogue(n_songs, seed=seed)
+        split = synth.curated_split(songs)
+        assert set(split) == {song.artist for song in songs}  # one side per artist
+        for genre in {song.genre for song in songs}:
+            artists = {song.artist for song in songs if song.genre == genre}
+            sides = sorted(split[artist] for artist in artists)
+            expected = {1: ["train"], 2: ["test", "train"]}.get(len(artists), ["test", "train", "valid"])
+            assert sorted(set(sides)) == expected, (n_songs, seed, genre, sides)
+            if len(artists) >= 3:
+                assert sides.count("test") == sides.count("valid") == 1
+    # The plan's seed picks which artists are held out.
+    assert len({tuple(sorted(synth.curated_split(plan_catalogue(120, seed=seed)).items())) for seed in range(4)}) > 1
 
 
 def test_broken_file_is_present_unlisted_and_undecodable(tiny_catalogue: tuple[Path, synth.CatalogueSummary]) -> None:
