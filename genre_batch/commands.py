@@ -11,6 +11,7 @@ import logging
 from typing import Any, Callable
 
 from genre_batch.cli import positive_int
+from genre_batch.metrics import format_metric
 
 logger = logging.getLogger(__name__)
 
@@ -90,29 +91,24 @@ def _clean_json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=_jsonable).replace("NaN", "null"))
 
 
-def _num(value: Any) -> str:
-    """Three decimals, or n/a where a number is undefined (no songs in that split)."""
-    return "n/a" if value is None or value != value else f"{value:.3f}"
-
-
 def format_evaluation(report: dict[str, Any], k: int) -> str:
     lines = [f"index {report['index_version']} (model {report['model_run']})"]
     for split in ("valid", "test"):
         part = report[split]
         rule = part["unknown_rule"]
         lines.append(
-            f"  {split}: {part['songs']} songs, song accuracy {_num(part['song_accuracy'])}, "
-            f"tile accuracy {_num(part['tile_accuracy'])}, "
-            f"genre precision@{k} {_num(part[f'genre_precision_at_{k}'])}"
+            f"  {split}: {part['songs']} songs, song accuracy {format_metric(part['song_accuracy'])}, "
+            f"tile accuracy {format_metric(part['tile_accuracy'])}, "
+            f"genre precision@{k} {format_metric(part[f'genre_precision_at_{k}'])}"
         )
         lines.append(
-            f"    unknown rule (threshold {_num(rule['threshold'])}): coverage {_num(rule['coverage'])}, "
-            f"accuracy on answered songs {_num(rule['accuracy_accepted'])} "
-            f"(all songs {_num(rule['accuracy_all'])})"
+            f"    unknown rule (threshold {format_metric(rule['threshold'])}): coverage {format_metric(rule['coverage'])}, "
+            f"accuracy on answered songs {format_metric(rule['accuracy_accepted'])} "
+            f"(all songs {format_metric(rule['accuracy_all'])})"
         )
-        per_genre = ", ".join(f"{g} {_num(v)}" for g, v in part["per_genre"].items())
+        per_genre = ", ".join(f"{g} {format_metric(v)}" for g, v in part["per_genre"].items())
         lines.append(f"    per genre: {per_genre}")
-    lines.append(f"  Annoy recall@{k} vs exact cosine search: {_num(report[f'annoy_recall_at_{k}'])}")
+    lines.append(f"  Annoy recall@{k} vs exact cosine search: {format_metric(report[f'annoy_recall_at_{k}'])}")
     return "\n".join(lines)
 
 
@@ -315,8 +311,8 @@ def _demo(args: argparse.Namespace) -> None:
         f"(see {root}/ingest/{ingest.version}/errors.parquet)"
     )
     print(
-        f"test songs: {test['songs']}, song accuracy {_num(test['song_accuracy'])}, "
-        f"tile accuracy {_num(test['tile_accuracy'])}, genre precision@10 {_num(test['genre_precision_at_10'])}"
+        f"test songs: {test['songs']}, song accuracy {format_metric(test['song_accuracy'])}, "
+        f"tile accuracy {format_metric(test['tile_accuracy'])}, genre precision@10 {format_metric(test['genre_precision_at_10'])}"
     )
     print(format_evaluation(report, 10))
     examples = demo_examples(published.predictions, 3)

@@ -19,6 +19,11 @@ from genre_batch.pooling import UNKNOWN, apply_threshold
 logger = logging.getLogger(__name__)
 
 
+def format_metric(value: Any) -> str:
+    """Three decimals, or n/a where a number is undefined (NaN: no songs in that split)."""
+    return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
 def _labels_array(values: Sequence[str]) -> np.ndarray:
     return np.asarray([str(v) for v in values], dtype=object)
 

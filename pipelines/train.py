@@ -27,6 +27,7 @@ import pandas as pd
 
 from genre_batch.artifacts import IngestVersion, code_version, published_ingest
 from genre_batch.cli import positive_int
+from genre_batch.metrics import format_metric
 from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
 from genre_batch.errors import GenreBatchError
 from genre_batch.layout import RootLayout
@@ -208,9 +209,9 @@ class TrainReport:
         valid = self.metrics.get("valid", {})
         return (
             f"train {self.run}: {self.epochs} epochs, best epoch {self.best_epoch}; "
-            f"valid song accuracy {valid.get('song_accuracy', float('nan')):.3f}, "
-            f"test song accuracy {test.get('song_accuracy', float('nan')):.3f} "
-            f"(tile {test.get('tile_accuracy', float('nan')):.3f}); model {self.model_uri}"
+            f"valid song accuracy {format_metric(valid.get('song_accuracy'))}, "
+            f"test song accuracy {format_metric(test.get('song_accuracy'))} "
+            f"(tile {format_metric(test.get('tile_accuracy'))}); model {self.model_uri}"
         )
 
 
@@ -334,6 +335,11 @@ def run_train(
         return TrainReport(run=run, model_uri=layout.model_file(run), epochs=len(finished["history"]),
                            best_epoch=int(finished["best_epoch"]), metrics=finished,
                            seconds=time.perf_counter() - started)
+    has_valid = bool((songs["split"].eq("valid") & songs["label"].isin(labels)).any())
+    if not has_valid:
+        logger.warning("no labelled validation songs: the last epoch's model is kept (no best epoch to "
+                       "choose) and `index` cannot tune the 'unknown' threshold; give some artists "
+                       "split=valid in a labels CSV, or label more artists")
     ensure_ray(address)
     use_gpus(train_config.use_gpu)  # --gpu on a machine without one fails here, not in a silent wait
     workers = max(1, train_config.num_workers)
@@ -374,11 +380,11 @@ def run_train(
     result = trainer.fit()
     if result.error:
         raise GenreBatchError(f"training failed: {result.error}")
-    best = max(
-        result.best_checkpoints or [(result.checkpoint, result.metrics)],
-        key=lambda pair: np.nan_to_num(pair[1].get("valid_accuracy", 0.0), nan=-1.0),
-    )
-    best_checkpoint, best_metrics = best
+    # The best epoch by validation accuracy; without validation tiles (no score), the last.
+    scored = [pair for pair in result.best_checkpoints or []
+              if np.isfinite(pair[1].get("valid_accuracy", np.nan))]
+    best_checkpoint, best_metrics = (max(scored, key=lambda pair: pair[1]["valid_accuracy"]) if scored
+                                     else (result.checkpoint, result.metrics))
     model_uri = layout.model_file(run)
     with best_checkpoint.as_directory() as directory:
         upload_file(os.path.join(directory, CHECKPOINT_FILE), model_uri)

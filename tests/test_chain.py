@@ -268,6 +268,24 @@ def test_answers_from_the_index_load_no_torch_ray_or_matplotlib(demo):
     assert "loaded: []" in out.stdout
 
 
+def test_without_validation_songs_the_last_epoch_is_kept_and_both_jobs_say_why(demo, tmp_path, capsys, caplog):
+    """A labels CSV that puts no artist on valid: no best epoch to pick (the last is kept, not
+    the first), no threshold to tune (0), and train and index warn about both."""
+    labels = pd.read_csv(demo["catalogue"] / "labels.csv")
+    labels["split"] = np.where(labels.index == 0, "test", "train")
+    labels.to_csv(tmp_path / "no-valid.csv", index=False)
+    root = str(tmp_path / "root")
+    run_cli(capsys, "ingest", "--catalogue", str(demo["catalogue"]), "--root", root, "--labels",
+            str(tmp_path / "no-valid.csv"))
+    trained = run_cli(capsys, "train", "--root", root, "--epochs", "2")
+    assert "best epoch 2; valid song accuracy n/a, test song accuracy " in trained
+    indexed = run_cli(capsys, "index", "--root", root)
+    assert "unknown threshold 0.000" in indexed
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(w.startswith("no labelled validation songs: the last epoch's model is kept") for w in warnings)
+    assert any(w.startswith("no labelled validation songs to tune the 'unknown' threshold") for w in warnings)
+
+
 def test_gpu_asked_where_there_is_none_fails_at_once(demo, ray_local):
     """`train --gpu` / `index --gpu` on a machine without a GPU: a private local Ray never gets
     one, so each command says so and exits instead of waiting for it forever (as Ray would)."""
