@@ -27,7 +27,7 @@ from genre_batch.evaluation import split_metrics
 from genre_batch.features import featurise
 from genre_batch.index import SongIndex, UnknownSongError, recall_at_k
 from genre_batch.playlist import Playlist, make_playlist, resolve_history
-from genre_batch.pooling import GenreDecision, decide_genre, pool_song
+from genre_batch.pooling import UNKNOWN, GenreDecision, decide_genre, pool_song
 from genre_batch.storage import download_file, is_local, normalise_uri, read_bytes
 from genre_batch.tables import read_frame, read_table
 
@@ -253,6 +253,33 @@ class PublishedIndex:
     def _precision_at_k(self, queries: pd.DataFrame, k: int) -> float:
         neighbour_genres = [[n.genre for n in self.similar_to_song(sid, k)] for sid in queries["song_id"]]
         return m.precision_at_k(queries["label"].tolist(), neighbour_genres)
+
+
+# A labels CSV (path, genre, artist) with the reasons beside it.
+FILLED_GENRE_COLUMNS = ["path", "genre", "source", "confidence", "predicted", "artist", "song_id"]
+
+
+def filled_genres(predictions: pd.DataFrame, unlabelled_only: bool = False) -> pd.DataFrame:
+    """Every song's genre, in the columns of a labels CSV: the label where there is one
+    (``source`` label), else the model's genre (predicted), else none (unknown: the model's
+    confidence is under the index's threshold; ``predicted`` still says its best guess).
+
+    An unknown song's ``genre`` is empty, not "unknown", so the table is a labels CSV that
+    ``ingest --labels`` reads back as it is (paths are full URIs, which it accepts).
+    """
+    rows = predictions[predictions["label"].isna()] if unlabelled_only else predictions
+    labelled = rows["label"].notna()
+    unknown = ~labelled & (rows["genre"] == UNKNOWN)
+    out = pd.DataFrame({
+        "path": rows["path"],
+        "genre": rows["label"].where(labelled, rows["genre"].where(~unknown, "")),
+        "source": np.select([labelled, unknown], ["label", "unknown"], "predicted"),
+        "confidence": rows["confidence"].astype(float).round(4),
+        "predicted": rows["predicted"],
+        "artist": rows["artist"],
+        "song_id": rows["song_id"],
+    })
+    return out.sort_values("path", kind="stable").reset_index(drop=True)[FILLED_GENRE_COLUMNS]
 
 
 def format_decision(decision: GenreDecision) -> str:

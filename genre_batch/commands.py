@@ -239,8 +239,37 @@ def _playlist(args: argparse.Namespace) -> None:
     _emit({"index_version": index.version.version, **playlist.to_dict()}, args.json, "\n".join(lines))
 
 
+def _genres_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="storage root with a published index")
+    parser.add_argument("--unlabelled", action="store_true", help="only the songs without a label")
+    parser.add_argument("--out", metavar="CSV",
+                        help="write the CSV here (path or URI) instead of to stdout; it is a labels CSV that "
+                             "`ingest --labels` reads back")
+
+
+def _genres(args: argparse.Namespace) -> None:
+    import sys
+
+    from genre_batch.answers import PublishedIndex, filled_genres
+    from genre_batch.storage import write_bytes
+
+    index = PublishedIndex(args.root)
+    table = filled_genres(index.predictions, unlabelled_only=args.unlabelled)
+    text = table.to_csv(index=False, lineterminator="\n")
+    counts = table["source"].value_counts()
+    where = args.out or "stdout"
+    if args.out:
+        write_bytes(args.out, text.encode("utf-8"))
+    else:
+        sys.stdout.write(text)
+    print(f"genres of {len(table)} songs (index {index.version.version}): {counts.get('label', 0)} labelled, "
+          f"{counts.get('predicted', 0)} predicted, {counts.get('unknown', 0)} unknown -> {where}", file=sys.stderr)
+
+
 COMMANDS.update(
     {
+        "genres": ("every song's genre as a labels CSV: its label, else the model's genre, else none (unknown)",
+                   _genres_args, _genres),
         "evaluate": ("metrics of the published model and index", _evaluate_args, _evaluate),
         "classify": ("genre of audio files that are not in the catalogue", _classify_args, _classify),
         "similar": ("the songs nearest to a song of the catalogue or to an audio file", _similar_args, _similar),
@@ -330,6 +359,7 @@ def _demo(args: argparse.Namespace) -> None:
     print(
         "\nnext: genre-batch similar --root {r} --song {s}\n      genre-batch classify --root {r} FILE.mp3"
         "\n      genre-batch playlist --root {r} --song {s} -n 10 --variety 0.3"
+        "\n      genre-batch genres --root {r} --out genres.csv"
         "\n      analysts: {r}/ingest/*/songs.parquet, {r}/index/*/predictions.parquet (docs/SCHEMAS.md)".format(
             r=root, s=examples.iloc[0].song_id if len(examples) else "<song_id>"
         )

@@ -47,3 +47,46 @@ def test_the_answers_benchmark_runs(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "(a)/(b)" in out.stdout and "(a)/(b + c)" in out.stdout
     assert (tmp_path / "figures.json").exists()
+
+
+def test_filled_genres_label_first_then_prediction_then_none():
+    import pandas as pd
+
+    from genre_batch.answers import FILLED_GENRE_COLUMNS, filled_genres
+
+    predictions = pd.DataFrame({
+        "song_id": ["a", "b", "c", "d"],
+        "path": ["/m/d.mp3", "/m/c.mp3", "/m/b.mp3", "/m/a.mp3"],
+        "label": ["jazz", None, None, "rock"],
+        "artist": ["X", None, "Y", None],
+        "predicted": ["rock", "folk", "metal", "rock"],
+        "genre": ["rock", "folk", "unknown", "rock"],  # the index's answer, label or not
+        "confidence": np.array([0.91, 0.8, 0.31, 0.7], dtype=np.float32),
+    })
+    table = filled_genres(predictions)
+    assert list(table.columns) == FILLED_GENRE_COLUMNS
+    assert table["path"].tolist() == ["/m/a.mp3", "/m/b.mp3", "/m/c.mp3", "/m/d.mp3"]
+    by_id = table.set_index("song_id")
+    assert (by_id.loc["a", "genre"], by_id.loc["a", "source"], by_id.loc["a", "predicted"]) == ("jazz", "label", "rock")
+    assert (by_id.loc["b", "genre"], by_id.loc["b", "source"]) == ("folk", "predicted")
+    assert (by_id.loc["c", "genre"], by_id.loc["c", "source"], by_id.loc["c", "predicted"]) == ("", "unknown", "metal")
+    assert by_id.loc["c", "confidence"] == pytest.approx(0.31)
+    only = filled_genres(predictions, unlabelled_only=True)
+    assert only["song_id"].tolist() == ["c", "b"]  # by path
+
+
+def test_filled_genres_read_back_as_a_labels_csv(tmp_path):
+    """The CSV `genres --out` writes is a labels CSV: full paths, an unknown song unlabelled."""
+    import pandas as pd
+
+    from genre_batch.answers import filled_genres
+    from genre_batch.labels import parse_labels_csv
+
+    predictions = pd.DataFrame({
+        "song_id": ["a", "b"], "path": [f"{tmp_path}/rock/a.mp3", f"{tmp_path}/b.mp3"], "label": [None, None],
+        "artist": ["Son House", None], "predicted": ["blues", "jazz"], "genre": ["blues", "unknown"],
+        "confidence": [0.9, 0.2],
+    })
+    rows = parse_labels_csv(filled_genres(predictions).to_csv(index=False))
+    assert rows[f"{tmp_path}/rock/a.mp3"].genre == "blues" and rows[f"{tmp_path}/rock/a.mp3"].artist == "Son House"
+    assert rows[f"{tmp_path}/b.mp3"].genre is None

@@ -253,14 +253,30 @@ def test_playlist(demo, capsys, tmp_path):
         main(["playlist", "--root", root, "--song", history_songs[0], "--variety", "2"])
 
 
+def test_genres_writes_a_labels_csv_that_ingest_reads_back(demo, capsys, tmp_path):
+    from genre_batch.catalogue import list_catalogue
+
+    out = tmp_path / "genres.csv"
+    run_cli(capsys, "genres", "--root", demo["root"], "--out", str(out))
+    table = pd.read_csv(out, keep_default_na=False)
+    songs = pd.read_parquet(demo["layout"].songs_table(demo["version"]))
+    assert len(table) == len(songs) and (table["source"] == "label").all()
+    files = {f.uri: f.label for f in list_catalogue(str(demo["catalogue"]), labels=str(out))}
+    assert {path: files[path] for path in songs["path"]} == dict(zip(songs["path"], songs["label"]))
+    assert set(files) - set(songs["path"]) == {str(demo["catalogue"] / GENRES[0] / BROKEN_FILE_NAME)}
+    assert run_cli(capsys, "genres", "--root", demo["root"], "--unlabelled").splitlines() == [
+        "path,genre,source,confidence,predicted,artist,song_id"]  # every demo song is labelled
+
+
 def test_answers_from_the_index_load_no_torch_ray_or_matplotlib(demo):
-    """`similar --song` and `playlist` read the index only: torch alone costs ~1.7 s to import,
+    """`similar --song`, `playlist` and `genres` read the index only: torch alone costs ~1.7 s to import,
     and a command's parser must not import the jobs' modules either."""
     song = pd.read_parquet(demo["layout"].predictions_table(latest_version(demo["layout"].index_area, "")))["song_id"][0]
     script = (
         "import sys\nfrom genre_batch.cli import main\n"
         f"assert main(['similar', '--root', {demo['root']!r}, '--song', {song!r}, '-k', '2']) == 0\n"
         f"assert main(['playlist', '--root', {demo['root']!r}, '--song', {song!r}, '-n', '2']) == 0\n"
+        f"assert main(['genres', '--root', {demo['root']!r}]) == 0\n"
         "print('loaded:', sorted(m for m in ('torch', 'ray', 'matplotlib') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

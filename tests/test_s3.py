@@ -150,6 +150,16 @@ def test_answers_read_from_s3(s3_run, monkeypatch):
     classified = json.loads(run_in_process("classify", "--root", ROOT, song.path, "--json").stdout)
     assert classified[0]["predicted"] == song.predicted
 
+    # The genres filled in for the unlabelled songs, as a labels CSV written into the bucket.
+    run_in_process("genres", "--root", ROOT, "--unlabelled", "--out", f"{ROOT}/filled-genres.csv")
+    with s3_run["fs"].open(f"{ROOT}/filled-genres.csv") as handle:
+        filled = pd.read_csv(handle, keep_default_na=False)
+    assert set(filled["path"]) == set(predictions.loc[predictions["label"].isna(), "path"])
+    assert set(filled["source"]) <= {"predicted", "unknown"}
+    assert ((filled["genre"] == "") == (filled["source"] == "unknown")).all()
+    by_path = predictions.set_index("path")
+    assert (filled["predicted"] == by_path.loc[filled["path"], "predicted"].to_numpy()).all()
+
     # A playlist for a listening history kept in the bucket: s3:// URIs and a path relative to
     # the catalogue; the vectors are read from the bucket's predictions table.
     unlabelled = predictions[predictions["label"].isna()].sort_values("song_id")
