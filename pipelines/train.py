@@ -380,6 +380,8 @@ def run_train(
     result = trainer.fit()
     if result.error:
         raise GenreBatchError(f"training failed: {result.error}")
+    if result.checkpoint is None or result.metrics is None:
+        raise GenreBatchError(f"training run {run} ended without a checkpoint")
     # The best epoch by validation accuracy; without validation tiles (no score), the last.
     scored = [pair for pair in result.best_checkpoints or []
               if np.isfinite(pair[1].get("valid_accuracy", np.nan))]
