@@ -161,6 +161,8 @@ class IndexConfig:
     # this accuracy while keeping at least ``min_coverage`` of them (see pooling.choose_threshold).
     target_accuracy: float = 0.9
     min_coverage: float = 0.5
+    # ... then raised to this quantile of the right validation answers' confidences.
+    floor_quantile: float = 0.05
     batch_size: int = 64
 
     def __post_init__(self) -> None:
@@ -168,6 +170,8 @@ class IndexConfig:
         for name in ("target_accuracy", "min_coverage"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.floor_quantile < 1:
+            raise ConfigError(f"floor_quantile must be in [0, 1), got {self.floor_quantile}")
 
 
 def _at_least(config: object, low: float, *names: str) -> None:

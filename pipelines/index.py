@@ -144,6 +144,7 @@ def publish_index(
         (valid["predicted"] == valid["label"]).to_numpy(bool),
         target_accuracy=config.target_accuracy,
         min_coverage=config.min_coverage,
+        floor_quantile=config.floor_quantile,
     )
     version = new_version()
     rows = prediction_rows(frame, labels, threshold.threshold)
@@ -230,6 +231,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accuracy the accepted validation songs must reach (unknown rule)")
     parser.add_argument("--min-coverage", type=float, default=defaults.min_coverage,
                         help="share of validation songs the unknown rule must keep")
+    parser.add_argument("--floor-quantile", type=float, default=defaults.floor_quantile,
+                        help="unknown below this quantile of the confidences of the right validation answers "
+                             "(audio unlike the training songs); 0: off")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="tiles per inference batch")
     add_device_flags(parser, "inference")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
@@ -240,6 +244,7 @@ def from_args(args: argparse.Namespace) -> IndexReport:
         n_trees=args.n_trees,
         target_accuracy=args.target_accuracy,
         min_coverage=args.min_coverage,
+        floor_quantile=args.floor_quantile,
         batch_size=args.batch_size,
     )
     return run_index(args.root, config, use_gpu=args.use_gpu, address=args.address)

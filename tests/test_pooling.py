@@ -98,8 +98,40 @@ def test_choose_threshold_lowest_qualifying_threshold() -> None:
 
 
 def test_choose_threshold_everything_right_gives_zero() -> None:
-    choice = choose_threshold(np.array([0.3, 0.6, 0.9]), np.array([True, True, True]))
+    choice = choose_threshold(np.array([0.3, 0.6, 0.9]), np.array([True, True, True]), floor_quantile=0.0)
     assert choice.threshold == 0.0 and choice.coverage == 1.0 and choice.accuracy == 1.0
+
+
+def test_the_floor_lifts_a_zero_threshold_to_the_right_answers_lowest_confidences() -> None:
+    """A model right often enough gets threshold 0 from the accuracy rule; the floor still
+    refuses what is less sure than nearly all of its right validation answers."""
+    rng = np.random.default_rng(0)
+    right = rng.uniform(0.5, 1.0, 95)
+    confidences = np.concatenate([right, [0.3, 0.35, 0.4, 0.45, 0.9]])
+    correct = np.concatenate([np.ones(95, bool), np.zeros(5, bool)])
+    assert choose_threshold(confidences, correct, floor_quantile=0.0).threshold == 0.0  # 95 % right
+    choice = choose_threshold(confidences, correct)  # default floor: 5 %
+    floor = np.quantile(right, 0.05, method="lower")
+    assert choice.threshold == pytest.approx(floor) and choice.floor_quantile == 0.05
+    assert np.sum(right < choice.threshold) == 4  # 4 of the 95 right answers become unknown
+    assert choice.coverage == pytest.approx(92 / 100)  # and 4 of the 5 wrong ones
+    assert choice.accuracy == pytest.approx(91 / 92)
+    assert "raised to" in choice.rule and "5% quantile" in choice.rule
+    # A threshold the accuracy rule already puts above the floor stays where it is.
+    strict = choose_threshold(confidences, correct, target_accuracy=1.0, min_coverage=0.1)
+    assert strict.threshold == pytest.approx(right[right > 0.9].min()) and strict.accuracy == 1.0
+    assert "raised" not in strict.rule
+
+
+def test_the_floor_keeps_the_minimum_coverage() -> None:
+    confidences = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.95])
+    correct = np.array([True, True, True, True, False, True])
+    # floor_quantile 0.9 of the right answers' confidences is 0.4, which would keep 3/6 songs.
+    choice = choose_threshold(confidences, correct, target_accuracy=0.5, min_coverage=0.6, floor_quantile=0.9)
+    assert choice.threshold == pytest.approx(0.3) and choice.coverage == pytest.approx(4 / 6)
+    assert "as far as the minimum coverage allows" in choice.rule
+    with pytest.raises(ValueError, match="floor_quantile"):
+        choose_threshold(confidences, correct, floor_quantile=1.0)
 
 
 def test_choose_threshold_impossible_target_falls_back_to_best_accuracy_with_coverage() -> None:
