@@ -136,9 +136,6 @@ def publish_index(
         pooled.merge(songs[["song_id", "path", "label", "split", "artist"]], on="song_id", how="inner"), labels
     ).sort_values("song_id", kind="stable").reset_index(drop=True)
     valid = frame[(frame["split"] == "valid") & frame["label"].isin(labels)]
-    if valid.empty:
-        logger.warning("no labelled validation songs to tune the 'unknown' threshold on: it is 0, "
-                       "every song gets its most likely genre")
     threshold = choose_threshold(
         valid["confidence"].to_numpy(float),
         (valid["predicted"] == valid["label"]).to_numpy(bool),

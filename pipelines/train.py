@@ -27,10 +27,10 @@ import pandas as pd
 
 from genre_batch.artifacts import IngestVersion, code_version, published_ingest
 from genre_batch.cli import positive_int
-from genre_batch.metrics import format_metric
 from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
 from genre_batch.errors import GenreBatchError
 from genre_batch.layout import RootLayout
+from genre_batch.metrics import format_metric
 from genre_batch.storage import (
     check_writable, exists, filesystem, publish, pyarrow_filesystem, read_json, upload_file, write_json,
 )
@@ -335,14 +335,13 @@ def run_train(
         return TrainReport(run=run, model_uri=layout.model_file(run), epochs=len(finished["history"]),
                            best_epoch=int(finished["best_epoch"]), metrics=finished,
                            seconds=time.perf_counter() - started)
-    has_valid = bool((songs["split"].eq("valid") & songs["label"].isin(labels)).any())
-    if not has_valid:
+    if not (songs["split"].eq("valid") & songs["label"].isin(labels)).any():
         logger.warning("no labelled validation songs: the last epoch's model is kept (no best epoch to "
                        "choose) and `index` cannot tune the 'unknown' threshold; give some artists "
                        "split=valid in a labels CSV, or label more artists")
     ensure_ray(address)
     use_gpus(train_config.use_gpu)  # --gpu on a machine without one fails here, not in a silent wait
-    workers = max(1, train_config.num_workers)
+    workers = train_config.num_workers  # >= 1: TrainConfig checks it
     # Leave one CPU to the Ray Data tasks that read the tiles: workers that take every CPU
     # starve them and training hangs ("Cluster resources are not enough..."). On a small
     # machine that means fractional CPUs per worker.

@@ -299,7 +299,7 @@ def test_without_validation_songs_the_last_epoch_is_kept_and_both_jobs_say_why(d
     assert "unknown threshold 0.000" in indexed
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(w.startswith("no labelled validation songs: the last epoch's model is kept") for w in warnings)
-    assert any(w.startswith("no labelled validation songs to tune the 'unknown' threshold") for w in warnings)
+    assert any(w.startswith("no validation songs: unknown threshold set to 0.0") for w in warnings)
 
 
 def test_gpu_asked_where_there_is_none_fails_at_once(demo, ray_local):
