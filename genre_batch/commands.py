@@ -96,8 +96,12 @@ def format_evaluation(report: dict[str, Any], k: int) -> str:
     for split in ("valid", "test"):
         part = report[split]
         rule = part["unknown_rule"]
+        # Labelled songs of a genre the model never trained on are not scored; say they exist.
+        apart = part.get("songs_with_unknown_genre", 0)
+        not_scored = f" (+{apart} of genres not in training, not scored)" if apart else ""
         lines.append(
-            f"  {split}: {part['songs']} songs, song accuracy {format_metric(part['song_accuracy'])}, "
+            f"  {split}: {part['songs']} songs{not_scored}, "
+            f"song accuracy {format_metric(part['song_accuracy'])}, "
             f"tile accuracy {format_metric(part['tile_accuracy'])}, "
             f"genre precision@{k} {format_metric(part[f'genre_precision_at_{k}'])}"
         )

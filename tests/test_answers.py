@@ -90,3 +90,17 @@ def test_filled_genres_read_back_as_a_labels_csv(tmp_path):
     rows = parse_labels_csv(filled_genres(predictions).to_csv(index=False))
     assert rows[f"{tmp_path}/rock/a.mp3"].genre == "blues" and rows[f"{tmp_path}/rock/a.mp3"].artist == "Son House"
     assert rows[f"{tmp_path}/b.mp3"].genre is None
+
+
+def test_the_evaluation_text_counts_songs_of_genres_the_model_never_saw():
+    from genre_batch.commands import format_evaluation
+
+    rule = {"threshold": 0.4, "coverage": 0.9, "accuracy_accepted": 0.8, "accuracy_all": 0.75}
+    part = {"songs": 8, "songs_with_unknown_genre": 0, "song_accuracy": 0.75, "tile_accuracy": 0.7,
+            "genre_precision_at_10": 0.6, "unknown_rule": rule, "per_genre": {"folk": 0.5, "rock": float("nan")}}
+    report = {"index_version": "v1", "model_run": "run", "annoy_recall_at_10": 1.0,
+              "valid": part, "test": {**part, "songs": 0, "songs_with_unknown_genre": 7, "song_accuracy": float("nan")}}
+    text = format_evaluation(report, 10)
+    assert "  valid: 8 songs, song accuracy 0.750," in text
+    assert "  test: 0 songs (+7 of genres not in training, not scored), song accuracy n/a," in text
+    assert "per genre: folk 0.500, rock n/a" in text
