@@ -287,11 +287,16 @@ def test_answers_from_the_index_load_no_torch_ray_or_matplotlib(demo):
 def test_without_validation_songs_the_last_epoch_is_kept_and_both_jobs_say_why(demo, tmp_path, capsys, caplog):
     """A labels CSV that puts no artist on valid: no best epoch to pick (the last is kept, not
     the first), no threshold to tune (0), and train and index warn about both."""
+    # Two genres of the demo, as a catalogue of links to its files (ingest follows them).
     labels = pd.read_csv(demo["catalogue"] / "labels.csv")
+    labels = labels[labels["genre"].isin(GENRES[:2])].reset_index(drop=True)
+    for path in labels["path"]:
+        (tmp_path / "cat" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cat" / path).symlink_to(demo["catalogue"] / path)
     labels["split"] = np.where(labels.index == 0, "test", "train")
     labels.to_csv(tmp_path / "no-valid.csv", index=False)
     root = str(tmp_path / "root")
-    run_cli(capsys, "ingest", "--catalogue", str(demo["catalogue"]), "--root", root, "--labels",
+    run_cli(capsys, "ingest", "--catalogue", str(tmp_path / "cat"), "--root", root, "--labels",
             str(tmp_path / "no-valid.csv"))
     trained = run_cli(capsys, "train", "--root", root, "--epochs", "2")
     assert "best epoch 2; valid song accuracy n/a, test song accuracy " in trained
