@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from genre_batch.decode import is_audio_path
 from genre_batch.errors import LabelError
 from genre_batch.labels import LABEL_SOURCES, LabelRow, label_from_folder, parse_labels_csv
-from genre_batch.storage import normalise_uri, read_bytes, relative_to, walk_files
+from genre_batch.storage import normalise_uri, read_text, relative_to, walk_files
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def list_catalogue(catalogue_uri: str, labels: str = "folder", strict_labels: bo
     mode = labels
     if labels not in LABEL_SOURCES:
         try:
-            text = read_bytes(labels).decode("utf-8-sig")
+            text = read_text(labels, "labels CSV")
         except FileNotFoundError:
             raise LabelError(f"labels CSV {labels} does not exist") from None
         csv_rows = keyed_by_relative_path(parse_labels_csv(text, source=labels), root, labels)

@@ -215,11 +215,11 @@ def _playlist(args: argparse.Namespace) -> None:
     from genre_batch.answers import PublishedIndex
     from genre_batch.errors import GenreBatchError
     from genre_batch.playlist import parse_history
-    from genre_batch.storage import read_bytes
+    from genre_batch.storage import read_text
 
     history = [(song, 1.0) for song in args.song]
     if args.history:
-        history += parse_history(read_bytes(args.history).decode("utf-8-sig"), source=args.history)
+        history += parse_history(read_text(args.history, "listening history"), source=args.history)
     if not history:
         raise GenreBatchError("playlist: give a listening history, --history FILE and/or --song ID")
     index = PublishedIndex(args.root)

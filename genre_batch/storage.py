@@ -22,7 +22,7 @@ import fsspec
 import pyarrow.fs as pafs
 from fsspec.implementations.local import LocalFileSystem
 
-from genre_batch.errors import NotPublishedError, StorageError
+from genre_batch.errors import GenreBatchError, NotPublishedError, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,20 @@ def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     with storage_errors("read", uri), fs.open(path, "rb") as handle:
         return handle.read()
+
+
+def read_text(uri: str, what: str) -> str:
+    """A text file a user made (a labels CSV, a listening history): UTF-8, a BOM allowed.
+
+    Another encoding is a named error, not a guess: decoded as Latin-1, a path with an accent
+    would silently name no file."""
+    data = read_bytes(uri)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise GenreBatchError(
+            f"{what} {uri} is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}): save it as UTF-8"
+        ) from None
 
 
 def write_bytes(uri: str, data: bytes) -> None:

@@ -13,7 +13,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from genre_batch import storage
-from genre_batch.errors import NotPublishedError, StorageError
+from genre_batch.errors import GenreBatchError, NotPublishedError, StorageError
 from genre_batch.layout import RootLayout
 from genre_batch.storage import (
     LATEST,
@@ -28,6 +28,7 @@ from genre_batch.storage import (
     pyarrow_filesystem,
     read_bytes,
     read_json,
+    read_text,
     relative_to,
     upload_file,
     walk_files,
@@ -345,3 +346,14 @@ def test_layout_on_object_storage_keeps_the_scheme() -> None:
     for path in layout_paths(layout, "20250101T000000Z-abcdef").values():
         assert path.startswith("s3://bucket/genre/")
     assert layout.songs_table("v1") == "s3://bucket/genre/ingest/v1/songs.parquet"
+
+
+def test_read_text_takes_utf8_with_or_without_bom_and_names_another_encoding(tmp_path: Path) -> None:
+    (tmp_path / "plain.csv").write_bytes("path,genre\nÄrger.mp3,metal\n".encode("utf-8"))
+    (tmp_path / "excel.csv").write_bytes("path,genre\nÄrger.mp3,metal\n".encode("utf-8-sig"))
+    assert read_text(str(tmp_path / "plain.csv"), "labels CSV") == read_text(str(tmp_path / "excel.csv"), "labels CSV")
+    (tmp_path / "latin1.csv").write_bytes("path,genre\nÄrger.mp3,metal\n".encode("latin-1"))
+    with pytest.raises(GenreBatchError, match=r"labels CSV .*latin1\.csv is not UTF-8 text \(byte 0xc4 at offset 11\)"):
+        read_text(str(tmp_path / "latin1.csv"), "labels CSV")
+    with pytest.raises(FileNotFoundError):
+        read_text(str(tmp_path / "missing.csv"), "labels CSV")
