@@ -41,7 +41,9 @@ def parse_labels_csv(text: str, source: str = "labels CSV") -> dict[str, LabelRo
     """Columns ``path,genre`` and optionally ``artist``, ``split``; path relative to the catalogue
     (``catalogue.keyed_by_relative_path`` also takes full paths under it)."""
     reader = csv.DictReader(io.StringIO(text))
-    columns = set(reader.fieldnames or [])
+    # Headers as spreadsheets write them ("Path", " Genre") name the same columns.
+    reader.fieldnames = [name.strip().lower() for name in reader.fieldnames or []]
+    columns = set(reader.fieldnames)
     missing = {"path", "genre"} - columns
     if missing:
         raise LabelError(f"{source}: missing column(s) {sorted(missing)}; found {sorted(columns)}")

@@ -59,6 +59,11 @@ def test_parse_labels_csv_optional_columns_absent() -> None:
     assert rows == {"r/1.mp3": LabelRow("rock"), "r/2.mp3": LabelRow(None)}
 
 
+def test_parse_labels_csv_headers_ignore_case_and_spaces() -> None:
+    rows = parse_labels_csv("Path, Genre ,ARTIST,Split\nr/1.mp3,Rock,Son House,test\n")
+    assert rows == {"r/1.mp3": LabelRow("rock", "Son House", "test")}
+
+
 @pytest.mark.parametrize(
     "text, match",
     [
