@@ -183,6 +183,13 @@ class PublishedIndex:
             path=row["path"],
         )
 
+    def song_id_of(self, song: str) -> str:
+        """A song's id from its id, its path or URI, or its path relative to the catalogue."""
+        plays, _ = resolve_history([(song, 1.0)], self.predictions, catalogue=self.catalogue)
+        if not plays:
+            raise UnknownSongError(f"song {song!r} is not in index {self.version.version} (by id or path)")
+        return next(iter(plays))
+
     def similar_to_song(self, song_id: str, k: int = 10) -> list[Neighbour]:
         if song_id not in self.index:
             raise UnknownSongError(f"song {song_id!r} is not in index {self.version.version}")
@@ -208,6 +215,11 @@ class PublishedIndex:
         layout = self.version.layout
         return IngestVersion(layout, ingest_version, read_json(layout.ingest_manifest(ingest_version)))
 
+    @property
+    def catalogue(self) -> str | None:
+        """The catalogue URI the index's songs were ingested from (paths relative to it work)."""
+        return self.ingest.manifest.get("catalogue") if self.ingest else None
+
     def songs_with_hash(self, content_hash: str) -> set[str]:
         if self.ingest is None:
             return set()
@@ -218,8 +230,7 @@ class PublishedIndex:
     def playlist(self, history: Sequence[tuple[str, float]], n: int = 20, variety: float = 0.3) -> Playlist:
         """A playlist for ``(song id or path, plays)`` pairs; entries not in the index are
         reported in ``Playlist.skipped`` (the rule: ``genre_batch.playlist``)."""
-        catalogue = self.ingest.manifest.get("catalogue") if self.ingest else None
-        plays, skipped = resolve_history(history, self.predictions, catalogue=catalogue)
+        plays, skipped = resolve_history(history, self.predictions, catalogue=self.catalogue)
         labels = list(self.version.manifest["labels"])  # the order of the ``probs`` column
         return make_playlist(
             self.predictions, self.vectors("embedding"), self.vectors("probs"), labels, plays,

@@ -149,7 +149,8 @@ def _classify(args: argparse.Namespace) -> int:
 def _similar_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", required=True, help="storage root with a published index")
     query = parser.add_mutually_exclusive_group(required=True)
-    query.add_argument("--song", help="song id from the songs / predictions table")
+    query.add_argument("--song", help="a song of the index: its id (songs / predictions table) or its path "
+                                        "(full, or relative to the catalogue)")
     query.add_argument("--audio", help="an audio file (path or URI), in the catalogue or not")
     parser.add_argument("-k", type=positive_int, default=10, help="number of neighbours")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -162,9 +163,10 @@ def _similar(args: argparse.Namespace) -> None:
 
     index = PublishedIndex(args.root)
     if args.song:
-        neighbours = index.similar_to_song(args.song, args.k)
-        header = f"songs like {args.song} ({index.by_song.loc[args.song, 'path']}):"
-        payload: dict[str, Any] = {"query": {"song_id": args.song}}
+        song_id = index.song_id_of(args.song)
+        neighbours = index.similar_to_song(song_id, args.k)
+        header = f"songs like {song_id} ({index.by_song.loc[song_id, 'path']}):"
+        payload: dict[str, Any] = {"query": {"song_id": song_id}}
     else:
         answer, neighbours = index.similar_to_audio(args.audio, args.k)
         header = f"songs like {args.audio} [{format_decision(answer.decision)}]:"

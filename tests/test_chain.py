@@ -180,6 +180,10 @@ def test_similar_and_classify(demo, capsys, tmp_path):
     for neighbour in answer["neighbours"]:
         assert neighbour["genre"] == by_song.loc[neighbour["song_id"], "label"]  # labelled: its label
         assert neighbour["genre_source"] == "label" and neighbour["path"] == by_song.loc[neighbour["song_id"], "path"]
+    # The same song named by its path, full or relative to the catalogue: the same answer.
+    relative = query.path.removeprefix(str(demo["catalogue"]) + "/")
+    for name in (query.path, relative):
+        assert json.loads(run_cli(capsys, "similar", "--root", root, "--song", name, "-k", "5", "--json")) == answer
 
     # A catalogue file as --audio: itself excluded, and featurised exactly as ingest did, so
     # its embedding and genre are the indexed ones.
