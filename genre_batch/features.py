@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import numpy.typing as npt
 
 from genre_batch.config import FeatureConfig
 from genre_batch.errors import AudioTooShortError
 
 
-def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def hz_to_mel(hz: npt.ArrayLike) -> np.ndarray:
     """Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, log above."""
     hz = np.asarray(hz, dtype=np.float64)
     mels = hz / (200.0 / 3)
@@ -26,7 +27,7 @@ def hz_to_mel(hz: np.ndarray) -> np.ndarray:
     return np.where(log_region, 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27.0), mels)
 
 
-def mel_to_hz(mels: np.ndarray) -> np.ndarray:
+def mel_to_hz(mels: npt.ArrayLike) -> np.ndarray:
     mels = np.asarray(mels, dtype=np.float64)
     return np.where(mels >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (mels - 15.0)), mels * (200.0 / 3))
 

@@ -12,7 +12,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Collection, Sequence
+from typing import Collection, Literal, Sequence
 
 import numpy as np
 from annoy import AnnoyIndex
@@ -21,7 +21,7 @@ from genre_batch.errors import GenreBatchError
 
 logger = logging.getLogger(__name__)
 
-METRIC = "angular"
+METRIC: Literal["angular"] = "angular"
 
 
 class UnknownSongError(GenreBatchError, KeyError):

@@ -160,8 +160,8 @@ def unknown_rule_report(
     return UnknownRuleReport(
         threshold=float(threshold),
         coverage=float(accepted.mean()) if n else float("nan"),
-        accuracy_accepted=accuracy(truth[accepted], pred[accepted]),
-        accuracy_all=accuracy(truth, pred),
+        accuracy_accepted=accuracy(truth[accepted].tolist(), pred[accepted].tolist()),
+        accuracy_all=accuracy(truth.tolist(), pred.tolist()),
         n=n,
         n_accepted=int(accepted.sum()),
     )

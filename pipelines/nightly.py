@@ -30,13 +30,20 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Collection
 
 import numpy as np
 import pandas as pd
 
 from genre_batch import schemas
-from genre_batch.artifacts import IngestVersion, code_version, published_index, published_ingest, published_model_run
+from genre_batch.artifacts import (
+    IndexVersion,
+    IngestVersion,
+    code_version,
+    published_index,
+    published_ingest,
+    published_model_run,
+)
 from genre_batch.catalogue import CatalogueFile, list_catalogue
 from genre_batch.config import IndexConfig, SplitConfig, TrainConfig
 from genre_batch.errors import NotPublishedError
@@ -231,6 +238,7 @@ def pooled_from_predictions(predictions: pd.DataFrame, song_ids: set[str]) -> pd
 class IndexDelta:
     """How the published index differs from the songs in force."""
 
+    index: IndexVersion  # the published index compared
     stale: set[str]  # songs it lacks, or holds the embedding of other bytes for
     removed: set[str]  # songs it holds that are gone
 
@@ -239,7 +247,9 @@ class IndexDelta:
         return not (self.stale or self.removed)
 
 
-def index_delta(layout: RootLayout, index: Any, songs: pd.DataFrame, model: "ModelInUse") -> IndexDelta | None:
+def index_delta(
+    layout: RootLayout, index: IndexVersion | None, songs: pd.DataFrame, model: "ModelInUse"
+) -> IndexDelta | None:
     """Compare the published index with the songs table (by song id and content hash).
 
     None means every song must be embedded: no index yet, another model (another run, or
@@ -257,7 +267,7 @@ def index_delta(layout: RootLayout, index: Any, songs: pd.DataFrame, model: "Mod
         sid for sid, digest in zip(songs["song_id"], songs["content_hash"])
         if sid not in in_index or indexed_hash.get(sid) != digest
     }
-    return IndexDelta(stale=stale, removed=in_index - set(songs["song_id"]))
+    return IndexDelta(index=index, stale=stale, removed=in_index - set(songs["song_id"]))
 
 
 def version_names(area_uri: str) -> list[str]:
@@ -272,7 +282,7 @@ def live_version(area_uri: str) -> str | None:
         return None
 
 
-def prune_versions(area_uri: str, keep: int, referenced: set[str] = frozenset()) -> list[str]:
+def prune_versions(area_uri: str, keep: int, referenced: Collection[str] = frozenset()) -> list[str]:
     """Delete version directories beyond the newest ``keep``, never the published one nor one
     whose files a kept version still references. Returns what was deleted."""
     live = live_version(area_uri)
@@ -283,19 +293,23 @@ def prune_versions(area_uri: str, keep: int, referenced: set[str] = frozenset())
     return [join(area_uri, n) for n in deletable]
 
 
+def _with_live(names: list[str], live: str | None) -> set[str]:
+    return set(names) | ({live} if live else set())
+
+
 def referenced_ingest_versions(layout: RootLayout, keep: int) -> set[str]:
     """Ingest versions that must stay: the live one, the newest ``keep``, those that the kept
     index versions were built from (``similar --audio`` and the next nightly read their songs
     tables), and every version whose tile shards one of these uses."""
-    needed = set(version_names(layout.ingest_area)[-keep:]) | {live_version(layout.ingest_area)}
-    kept_indexes = set(version_names(layout.index_area)[-keep:]) | {live_version(layout.index_area)}
-    for name in kept_indexes - {None}:
+    needed = _with_live(version_names(layout.ingest_area)[-keep:], live_version(layout.ingest_area))
+    kept_indexes = _with_live(version_names(layout.index_area)[-keep:], live_version(layout.index_area))
+    for name in kept_indexes:
         try:
             needed.add(read_json(layout.index_manifest(name))["ingest_version"])
         except FileNotFoundError:  # an interrupted, unpublished version: nothing reads it
             continue
     used: set[str] = set()
-    for name in needed - {None}:
+    for name in needed:
         try:
             manifest = read_json(layout.ingest_manifest(name))
         except FileNotFoundError:
@@ -437,7 +451,7 @@ def run_nightly(
                 fresh = predict_songs_of(stale_rows, layout.ingest_area, model.uri, ingest.feature_config,
                                          use_gpu=on_gpu, batch_size=index_config.batch_size,
                                          local_max_tiles=local_max_tiles)
-                stored = read_frame(current_index.predictions_uri)
+                stored = read_frame(delta.index.predictions_uri)
                 reused = set(current_songs["song_id"]) - stale
                 pooled = pd.concat([pooled_from_predictions(stored, reused), fresh], ignore_index=True)
             since = clock.lap("embed", since)
@@ -446,7 +460,7 @@ def run_nightly(
             report.index_version = index_report.version
             since = clock.lap("index", since)
         else:
-            report.index_version = current_index.version
+            report.index_version = delta.index.version
         report.model_run = model.run
 
     report.ingest_version = ingest.version
