@@ -38,7 +38,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from genre_batch.config import FeatureConfig, ModelConfig, ensure_same_features
 from genre_batch.errors import ConfigMismatchError, GenreBatchError
-from genre_batch.models import build_model
+from genre_batch.models import EmbeddingModel, build_model
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class CheckpointFormatError(CheckpointError, ConfigMismatchError):
 class ModelBundle:
     """A loaded model with everything needed to use it correctly."""
 
-    model: nn.Module  # in eval mode
+    model: EmbeddingModel  # in eval mode
     labels: tuple[str, ...]  # label vocabulary, index = class id
     feature_config: FeatureConfig
     model_config: ModelConfig

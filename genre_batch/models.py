@@ -74,7 +74,26 @@ def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, str
     )
 
 
-class GenreCNN(nn.Module):
+class EmbeddingModel(nn.Module):
+    """What every model of ``MODEL_REGISTRY`` is: genre logits and the song-space embedding
+    (the penultimate layer) from one pass; ``embedding_dim`` says the embedding's width."""
+
+    embedding_dim: int
+
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(logits [B, n_classes], embedding [B, embedding_dim])`` from one pass."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, n_classes]``."""
+        return self.forward_with_embedding(x)[0]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Embedding ``[B, embedding_dim]``: the penultimate layer, before its activation."""
+        return self.forward_with_embedding(x)[1]
+
+
+class GenreCNN(EmbeddingModel):
     """Compact CNN over one-channel log-mel tiles; see the module docstring for the layout.
 
     ``forward`` accepts uint8 tiles (``[B, F, T]`` or ``[B, 1, F, T]``, converted with
@@ -126,23 +145,14 @@ class GenreCNN(nn.Module):
         embedding = self.embedding(pooled)
         return self.head(embedding), embedding
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, n_classes]``."""
-        return self.forward_with_embedding(x)[0]
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Embedding ``[B, embedding_dim]``: the penultimate (128-d) layer, before its ReLU."""
-        return self.forward_with_embedding(x)[1]
-
-
-# name -> constructor(config, n_classes). Every model built here has ``forward``, ``embed``,
-# ``forward_with_embedding`` and an ``embedding_dim`` attribute.
-MODEL_REGISTRY: dict[str, Callable[[ModelConfig, int], nn.Module]] = {
+# name -> constructor(config, n_classes).
+MODEL_REGISTRY: dict[str, Callable[[ModelConfig, int], EmbeddingModel]] = {
     "cnn": lambda config, n_classes: GenreCNN(n_classes, config),
 }
 
 
-def build_model(config: ModelConfig, n_classes: int) -> nn.Module:
+def build_model(config: ModelConfig, n_classes: int) -> EmbeddingModel:
     """Build the model ``config.name`` names, with ``n_classes`` outputs."""
     try:
         constructor = MODEL_REGISTRY[config.name]
