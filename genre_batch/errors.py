@@ -15,6 +15,10 @@ class AudioTooShortError(GenreBatchError):
     """Decoded audio is shorter than the configured minimum duration."""
 
 
+class AudioSilentError(GenreBatchError):
+    """Decoded audio holds no signal to classify (digital silence)."""
+
+
 class ConfigError(GenreBatchError, ValueError):
     """A configuration value is out of its range (a flag, or a config built in code)."""
 

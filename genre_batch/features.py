@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from genre_batch.config import FeatureConfig
-from genre_batch.errors import AudioTooShortError
+from genre_batch.errors import AudioSilentError, AudioTooShortError
 
 
 def hz_to_mel(hz: npt.ArrayLike) -> np.ndarray:
@@ -128,9 +128,13 @@ def mel_power(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return mel.T
 
 
+# librosa's ``amin``: the smallest power dB are taken of (-100 dB below a 1.0 power).
+POWER_FLOOR = 1e-10
+
+
 def power_to_db(power: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """dB relative to the loudest bin, clipped to [-top_db, 0] (librosa's ref=np.max, top_db)."""
-    floor = 1e-10
+    floor = POWER_FLOOR
     ref = max(float(power.max(initial=0.0)), floor)
     # One float32 buffer, updated in place: a 30 s song's image is ~1.3 MB, allocations show.
     db = np.maximum(np.asarray(power, dtype=np.float32), np.float32(floor))
@@ -182,11 +186,19 @@ def cut_tiles(spectrogram: np.ndarray, config: FeatureConfig) -> SongTiles:
 
 
 def featurise(samples: np.ndarray, config: FeatureConfig, name: str = "audio") -> SongTiles:
-    """Mono waveform at ``config.sample_rate`` -> uint8 tiles. Raises ``AudioTooShortError``."""
+    """Mono waveform at ``config.sample_rate`` -> uint8 tiles.
+
+    Raises ``AudioTooShortError``, and ``AudioSilentError`` when no mel bin rises above
+    ``POWER_FLOOR``: dB relative to the loudest bin is then 0 everywhere, and digital silence
+    would become an all-255 image, the loudest noise there is (the demo's model called it
+    metal at confidence 1.00).
+    """
     duration = len(samples) / config.sample_rate
     if duration < config.min_duration_s:
         raise AudioTooShortError(
             f"{name}: {duration:.2f} s of audio, shorter than the minimum {config.min_duration_s:.2f} s"
         )
-    db = power_to_db(mel_power(samples, config), config)
-    return cut_tiles(quantise_db(db, config), config)
+    power = mel_power(samples, config)
+    if not power.max(initial=0.0) > POWER_FLOOR:
+        raise AudioSilentError(f"{name}: {duration:.2f} s of silence (no signal above {POWER_FLOOR:g} mel power)")
+    return cut_tiles(quantise_db(power_to_db(power, config), config), config)

@@ -19,7 +19,7 @@ from genre_batch import schemas
 from genre_batch.catalogue import CatalogueFile
 from genre_batch.config import FeatureConfig, SplitConfig
 from genre_batch.decode import decode_audio
-from genre_batch.errors import AudioDecodeError, AudioTooShortError
+from genre_batch.errors import AudioDecodeError, AudioSilentError, AudioTooShortError
 from genre_batch.features import SongTiles, featurise
 from genre_batch.labels import read_tags
 from genre_batch.splits import assign_split, split_key
@@ -67,7 +67,7 @@ def ingest_file(
         return FileOutcome(error=error_row(file, "decode", exc, content_hash))
     try:
         song_tiles = featurise(audio.samples, features, name=file.relative_path)
-    except AudioTooShortError as exc:
+    except (AudioTooShortError, AudioSilentError) as exc:
         return FileOutcome(error=error_row(file, "featurise", exc, content_hash))
 
     tags = read_tags(data)

@@ -15,7 +15,7 @@ import pytest
 
 from tests.audio_helpers import noisy_sine, sine
 from genre_batch.config import FeatureConfig, ensure_same_features
-from genre_batch.errors import AudioTooShortError, ConfigMismatchError
+from genre_batch.errors import AudioSilentError, AudioTooShortError, ConfigMismatchError
 from genre_batch.features import (
     dequantise,
     featurise,
@@ -204,6 +204,15 @@ def test_too_short_song_raises_named_error() -> None:
     samples = noisy_sine(440.0, CONFIG.min_duration_s - 0.1, SR)
     with pytest.raises(AudioTooShortError, match=r"blues/short\.wav"):
         featurise(samples, CONFIG, name="blues/short.wav")
+
+
+def test_digital_silence_is_a_named_error_not_the_loudest_image() -> None:
+    """dB relative to the loudest bin is undefined without a signal: silence would be all 255."""
+    with pytest.raises(AudioSilentError, match=r"blues/blank\.wav: 8\.00 s of silence"):
+        featurise(np.zeros(8 * SR, dtype=np.float32), CONFIG, name="blues/blank.wav")
+    # Very quiet is not silent: 16-bit dither (one LSB) still has a picture of its own.
+    dither = np.random.default_rng(1).uniform(-1, 1, 8 * SR).astype(np.float32) / 32768
+    assert featurise(dither, CONFIG).tiles.min() < 255
 
 
 def test_tiles_do_not_depend_on_playback_level() -> None:

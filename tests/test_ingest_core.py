@@ -177,6 +177,13 @@ def test_too_short_audio_becomes_a_featurise_error_row(audio_dir: Path) -> None:
     check_error_row(outcome, file, data, "featurise", "AudioTooShortError")
 
 
+def test_silent_audio_becomes_a_featurise_error_row(audio_dir: Path) -> None:
+    data = write_audio(audio_dir / "blank.wav", np.zeros(6 * FEATURES.sample_rate, np.float32),
+                       FEATURES.sample_rate, "WAV")
+    file = sized(catalogue_file("jazz/blank.wav"), data)
+    check_error_row(ingest_file(file, data, FEATURES, SPLIT_CONFIG), file, data, "featurise", "AudioSilentError")
+
+
 def test_catalogue_record_round_trip() -> None:
     file = catalogue_file("a/b.mp3", artist="X", split_override="test", size_bytes=12)
     assert catalogue_file_from_record({**catalogue_record(file), "extra_column": 1}) == file
