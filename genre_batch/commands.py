@@ -274,13 +274,13 @@ def _genres(args: argparse.Namespace) -> None:
 
 COMMANDS.update(
     {
-        "genres": ("every song's genre as a labels CSV: its label, else the model's genre, else none (unknown)",
-                   _genres_args, _genres),
         "evaluate": ("metrics of the published model and index", _evaluate_args, _evaluate),
         "classify": ("genre of audio files that are not in the catalogue", _classify_args, _classify),
         "similar": ("the songs nearest to a song of the catalogue or to an audio file", _similar_args, _similar),
         "playlist": ("a playlist from a listening history: its genre mix, near songs, a variety knob",
                      _playlist_args, _playlist),
+        "genres": ("every song's genre as a labels CSV: its label, else the model's genre, else none (unknown)",
+                   _genres_args, _genres),
     }
 )
 
