@@ -128,7 +128,7 @@ def mel_power(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return mel.T
 
 
-# librosa's ``amin``: the smallest power dB are taken of (-100 dB below a 1.0 power).
+# librosa's ``amin``: a smaller power counts as this one (-100 dB re 1.0) when taken to dB.
 POWER_FLOOR = 1e-10
 
 
