@@ -55,7 +55,7 @@ def _read_pyav(data: bytes) -> tuple[np.ndarray, int]:
     import av  # imported lazily: only files libsndfile cannot read pay for it
 
     with av.open(io.BytesIO(data), mode="r") as container:
-        stream = next((s for s in container.streams if s.type == "audio"), None)
+        stream = next(iter(container.streams.audio), None)
         if stream is None:
             raise AudioDecodeError("no audio stream")
         rate = int(stream.codec_context.sample_rate)
