@@ -134,10 +134,9 @@ POWER_FLOOR = 1e-10
 
 def power_to_db(power: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """dB relative to the loudest bin, clipped to [-top_db, 0] (librosa's ref=np.max, top_db)."""
-    floor = POWER_FLOOR
-    ref = max(float(power.max(initial=0.0)), floor)
+    ref = max(float(power.max(initial=0.0)), POWER_FLOOR)
     # One float32 buffer, updated in place: a 30 s song's image is ~1.3 MB, allocations show.
-    db = np.maximum(np.asarray(power, dtype=np.float32), np.float32(floor))
+    db = np.maximum(np.asarray(power, dtype=np.float32), np.float32(POWER_FLOOR))
     db /= np.float32(ref)
     np.log10(db, out=db)
     db *= np.float32(10.0)

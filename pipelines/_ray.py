@@ -15,7 +15,8 @@ from genre_batch.errors import GenreBatchError
 
 logger = logging.getLogger(__name__)
 
-# The address this process joined (--address or RAY_ADDRESS); None: a private local Ray.
+# The address this process joined (--address or RAY_ADDRESS, set by ensure_ray); None: a
+# private local Ray.
 _joined_address: str | None = None
 
 
@@ -78,7 +79,7 @@ def use_gpus(asked: bool | None) -> bool:
     if asked is None:
         return cluster_gpus() > 0
     if asked and cluster_gpus() == 0:
-        if _joined_address is None and not os.environ.get("RAY_ADDRESS"):
+        if _joined_address is None:
             raise GenreBatchError(
                 "--gpu: the local Ray has no GPU (none found on this machine), so the job "
                 "would wait for one forever; run without --gpu, or join a cluster with GPU nodes "
