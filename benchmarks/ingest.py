@@ -1,8 +1,10 @@
-"""Ingest throughput, five ways, on the same mp3 files in one run.
+"""Ingest throughput, five ways (and their variants), on the same mp3 files in one run.
 
     .venv/bin/python benchmarks/ingest.py --songs 200 [--catalogue DIR] [--investigate]
 
 1. decode alone (``decode_audio``: soundfile + mono + soxr to 22 050 Hz), one process;
+1c. decode + the windowed FFT of every STFT frame and nothing more, one process: (1c)/(1) is the
+   ceiling of (2)/(1) for any ingest that makes this log-mel, however fast the rest;
 2. our ingest core (read bytes + ``ingest_file`` + ``write_tile_shard`` per group of
    ``--files-per-task`` files), one process;
 3. the hobby way (``librosa.load`` + ``melspectrogram`` + ``power_to_db`` + one matplotlib
@@ -12,9 +14,13 @@
 4b. the same pool as a plain script runs it: from a new process, whose children load torch etc.
    on their first file; timed from inside that process, as 5b;
 5. the real Ray Data job ``pipelines.ingest.run_ingest``, ``ray.init`` timed apart;
+5w. the same job again from the same driver: its workers are already started and warm, so
+   (5w)/(4) is what Ray Data itself costs against the pool;
 5b. the same job again from a new driver process on the same Ray, as the next ``ray job
    submit`` on a running cluster: new workers (a worker belongs to one job), Ray Data's
-   detached actors already up; timed from inside that driver, its start-up and connect apart.
+   detached actors already up; timed from inside that driver, its start-up and connect apart;
+5c. the job of 5b with a UDF that does nothing (same records, blocks, settings; no audio):
+   Ray Data's per-job cost, from which a ceiling of (5b)/(4b) follows.
 
 Each single-process measurement runs once over its whole set, after one warm-up call of
 every code path (librosa compiles numba code on first use). Ratios are compared with the
@@ -69,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also time the other hobby style on this many songs (row 3b; 0 = skip; default: 40)")
     parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads per process (default: 1)")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="rounds of the one-process steps (1), (2), (3), (3b), alternated; the fastest "
+                        help="rounds of the one-process steps (1), (1c), (2), (3), (3b), alternated; the fastest "
                         "round of each counts (default: 1)")
     parser.add_argument("--skip-ray", action="store_true", help="skip (5)")
     parser.add_argument("--investigate", action="store_true",
@@ -313,6 +319,36 @@ def decode_all(files: Sequence[CatalogueFile]) -> dict[str, DecodedFile]:
     return decoded
 
 
+def windowed_fft(samples: Any) -> None:
+    """The one part of featurising that no log-mel of this geometry can skip: the windowed FFT of
+    every frame, done as ``features.mel_power`` does it (torch, 128 frames a call), without the
+    squares, the mel product, dB, tiles, hash, tags or the shard write."""
+    import numpy as np
+    import torch
+
+    from genre_batch.features import _FRAMES_PER_CHUNK, _window
+
+    half = FEATURES.n_fft // 2
+    padded = np.pad(samples, half)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, FEATURES.n_fft)[:: FEATURES.hop_length]
+    window = _window(FEATURES.n_fft)
+    for start in range(0, len(frames), _FRAMES_PER_CHUNK):
+        torch.fft.rfft(torch.from_numpy(frames[start : start + _FRAMES_PER_CHUNK] * window), dim=1)
+
+
+def decode_fft_all(files: Sequence[CatalogueFile]) -> dict[str, float]:
+    """(1c) read + decode_audio + ``windowed_fft``, per file: (1)/(1c) is the ceiling of (2)/(1)
+    for any ingest that makes this STFT, however fast everything after the FFT is."""
+    seconds = {}
+    for file in files:
+        started = time.perf_counter()
+        audio = decode_audio(read_bytes(file.uri), name=file.relative_path,
+                             target_sample_rate=FEATURES.sample_rate)
+        windowed_fft(audio.samples)
+        seconds[file.uri] = time.perf_counter() - started
+    return seconds
+
+
 def ingest_group(job: tuple[list[CatalogueFile], str]) -> dict[str, float]:
     """(2)/(4) what ``pipelines.ingest.ingest_batch`` does, minus pandas/JSON: one shard per group."""
     files, tiles_dir = job
@@ -410,6 +446,7 @@ def warm_up(file: CatalogueFile, scratch: Path) -> dict[str, float]:
     seconds: dict[str, float] = {}
     for name, body in (
         ("decode", lambda: decode_all([file])),
+        ("decode_fft", lambda: decode_fft_all([file])),
         ("ingest_core", lambda: ingest_group(([file], str(scratch / "tiles")))),
         ("hobby_imsave", lambda: hobby_way([file], scratch, "imsave")),
         ("hobby_figure", lambda: hobby_way([file], scratch, "figure")),
@@ -468,6 +505,41 @@ def ray_next_job(catalogue: str, root: str, files_per_task: int) -> dict[str, An
     )
     if done.returncode != 0:
         raise RuntimeError(f"the next-job driver failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+_EMPTY_JOB = """
+import json, math, sys, time
+sys.path.insert(0, {repo!r})
+from pipelines._ray import ensure_ray, one_stage_execution
+from genre_batch.catalogue import list_catalogue
+from genre_batch.ingest import catalogue_record
+ensure_ray(sys.argv[1])
+import ray
+started = time.perf_counter()
+records = [catalogue_record(f) for f in list_catalogue(sys.argv[2], "folder")]
+def unchanged(batch):
+    return batch
+with one_stage_execution():
+    rows = ray.data.from_items(records, override_num_blocks=math.ceil(len(records) / int(sys.argv[3]))).map_batches(
+        unchanged, batch_size=None, batch_format="pyarrow").take_all()
+print(json.dumps({{"job_s": time.perf_counter() - started, "rows": len(rows)}}))
+"""
+
+
+def ray_empty_job(catalogue: str, files_per_task: int) -> dict[str, Any]:
+    """(5c) run_ingest's Ray Data job with a UDF that does nothing, from a new driver on this
+    process's Ray: the same records, blocks and execution settings, no audio. What any Ray Data
+    job of this shape pays per job before its first file (new workers, the streaming executor)."""
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    done = subprocess.run(
+        [sys.executable, "-c", _EMPTY_JOB.format(repo=str(REPO)), address, catalogue, str(files_per_task)],
+        capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the empty-job driver failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -595,22 +667,26 @@ def table(rows: Sequence[Measurement]) -> str:
     return "\n".join(rendered)
 
 
-def format_table(decoded: dict[str, DecodedFile], core_s: dict[str, float], hobby_s: dict[str, float]) -> str:
-    """x realtime per source format of (1), of (2)'s per-file part (read + ingest_file, no shard
-    write) and of (3) (files of its set only), one process each."""
+def format_table(decoded: dict[str, DecodedFile], fft_s: dict[str, float], core_s: dict[str, float],
+                 hobby_s: dict[str, float]) -> str:
+    """x realtime per source format of (1), (1c), of (2)'s per-file part (read + ingest_file, no
+    shard write) and of (3) (files of its set only), one process each."""
     formats = sorted({d.source_format for d in decoded.values()})
-    lines = ["| source format | files | (1) decode x RT | (2) read+ingest_file x RT | (3) hobby x RT (files) "
-             "| (2)/(1) | (2)/(3) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| source format | files | (1) decode x RT | (1c) decode+FFT x RT | (2) read+ingest_file x RT "
+             "| (3) hobby x RT (files) | (2)/(1) | ceiling (1c)/(1) | (2)/(3) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name in formats + ["all"]:
         uris = [u for u, d in decoded.items() if name in ("all", d.source_format) and u in core_s]
         audio = sum(decoded[u].duration_s for u in uris)
         decode_x = audio / sum(decoded[u].decode_s for u in uris)
+        fft_x = audio / sum(fft_s[u] for u in uris)
         core_x = audio / sum(core_s[u] for u in uris)
         hobby = [u for u in uris if u in hobby_s]
         hobby_x = sum(decoded[u].duration_s for u in hobby) / sum(hobby_s[u] for u in hobby) if hobby else None
-        lines.append(f"| {name} | {len(uris)} | {decode_x:.0f} | {core_x:.0f} | "
+        lines.append(f"| {name} | {len(uris)} | {decode_x:.0f} | {fft_x:.0f} | {core_x:.0f} | "
                      + (f"{hobby_x:.0f} ({len(hobby)}) | " if hobby_x else "- | ")
-                     + f"{core_x / decode_x:.2f} | " + (f"{core_x / hobby_x:.2f} |" if hobby_x else "- |"))
+                     + f"{core_x / decode_x:.2f} | {fft_x / decode_x:.2f} | "
+                     + (f"{core_x / hobby_x:.2f} |" if hobby_x else "- |"))
     return "\n".join(lines)
 
 
@@ -662,19 +738,21 @@ def main(args: argparse.Namespace) -> int:
         decoded.update(this_round)
         return {"per_file_decode": this_round}
 
-    # (1) and (2) alternate round by round, so that a busy minute hits both alike.
+    # (1), (1c) and (2) alternate round by round, so that a busy minute hits them alike.
     fpt = args.files_per_task
-    rounds1, rounds2 = [], []
+    rounds1, rounds1c, rounds2 = [], [], []
     for _ in range(max(1, args.repeat)):
         # (1) measures the durations, so its audio seconds are filled in after it ran.
         rounds1.append(measure("1 decode (soundfile+mono+soxr)", len(files), 0.0, 1, decode_step))
+        rounds1c.append(measure("1c decode + windowed FFT only (a ceiling)", len(files), 0.0, 1,
+                                lambda: {"per_file_s": decode_fft_all(files)}))
         rounds2.append(measure(f"2 ingest core, 1 process ({fpt} files/shard)", len(files), 0.0, 1,
                                lambda: ingest_core_serial(files, str(work / "serial" / "tiles"), fpt)))
     durations = {uri: d.duration_s for uri, d in decoded.items()}
     total_audio = sum(durations.values())
-    m1, m2 = fastest(rounds1), fastest(rounds2)
-    m1.audio_s = m2.audio_s = total_audio
-    rows += [m1, m2]
+    m1, m1c, m2 = fastest(rounds1), fastest(rounds1c), fastest(rounds2)
+    m1.audio_s = m1c.audio_s = m2.audio_s = total_audio
+    rows += [m1, m1c, m2]
 
     hobby_files = files[: args.hobby_songs] if args.hobby_songs else files
     png_dir = work / "hobby"
@@ -707,7 +785,7 @@ def main(args: argparse.Namespace) -> int:
     rows.append(m4b)
     print(f"4b pool script process: {script.wall_s:.2f} s wall, of which the pool job {m4b.wall_s:.2f} s")
 
-    m5 = m5_init = m5b = None
+    m5 = m5_init = m5w = m5b = m5c = None
     investigation: dict[str, Any] = {}
     if not args.skip_ray:
         init = measure("5a ray.init (ensure_ray)", 0, 0.0, 1, ray_init, sample_rss=False)
@@ -720,6 +798,9 @@ def main(args: argparse.Namespace) -> int:
                               load_before=init.load_before, load_after=m5.load_after)
         rows.append(m5_init)
         print(f"ray.init: {init.wall_s:.2f} s ({cpus} CPUs)")
+        m5w = measure("5w the same job again, this driver (warm workers)", len(files), total_audio, cpus,
+                      lambda: ray_ingest(str(catalogue_dir), str(work / "ray-root-warm"), fpt))
+        rows.append(m5w)
         driver = measure("5b driver process (start, imports, connect, job)", len(files), total_audio, cpus,
                          lambda: ray_next_job(str(catalogue_dir), str(work / "ray-root-next"), fpt))
         m5b = Measurement(step="5b Ray Data run_ingest, next job", songs=len(files), audio_s=total_audio,
@@ -728,6 +809,10 @@ def main(args: argparse.Namespace) -> int:
         rows.append(m5b)
         # No CPU figure for 5b: step 5's idle workers exit during it, and their CPU leaves the sampled tree.
         print(f"5b driver process: {driver.wall_s:.2f} s wall, of which the job {m5b.wall_s:.2f} s")
+        empty = ray_empty_job(str(catalogue_dir), fpt)
+        m5c = Measurement(step="5c the same Ray Data job, empty UDF, next job", songs=len(files), audio_s=total_audio,
+                          wall_s=float(empty["job_s"]), cores=cpus, notes=empty)
+        rows.append(m5c)
         if args.investigate:
             investigation = investigate(args, files, catalogue_dir, work, total_audio, cpus)
 
@@ -740,14 +825,19 @@ def main(args: argparse.Namespace) -> int:
                                              for k, v in m.notes.items() if k != "per_file_s"))
     print()
     print("per source format, one process each (per-file sums, shard writes excluded):")
-    print(format_table(m1.notes.pop("per_file_decode"), m2.notes["per_file_s"], m3.notes["per_file_s"]))
+    print(format_table(m1.notes.pop("per_file_decode"), m1c.notes.pop("per_file_s"), m2.notes["per_file_s"],
+                       m3.notes["per_file_s"]))
     ratios: dict[str, float | None] = {
         "core_vs_hobby": m2.x_realtime_per_core / m3.x_realtime_per_core,
         "core_vs_decode": m2.x_realtime_per_core / m1.x_realtime_per_core,
+        "ceiling_core_vs_decode": m1c.x_realtime_per_core / m1.x_realtime_per_core,
         "ray_vs_pool": (m5.x_realtime / m4.x_realtime) if m5 else None,
         "ray_incl_init_vs_pool": (m5_init.x_realtime / m4.x_realtime) if m5_init else None,
+        "ray_warm_workers_vs_pool": (m5w.x_realtime / m4.x_realtime) if m5w else None,
         "ray_next_job_vs_pool": (m5b.x_realtime / m4.x_realtime) if m5b else None,
         "ray_next_job_vs_pool_script": (m5b.x_realtime / m4b.x_realtime) if m5b else None,
+        # Ray doing the pool's work as fast as the pool, plus only its empty job's cost.
+        "ceiling_ray_vs_pool_script": (m4b.wall_s / (m4b.wall_s + m5c.wall_s)) if m5c else None,
     }
     if m3b is not None:
         ratios["core_vs_hobby_other_style"] = m2.x_realtime_per_core / m3b.x_realtime_per_core
@@ -758,6 +848,8 @@ def main(args: argparse.Namespace) -> int:
         print(verdict(f"(2)/(3b) ingest core vs hobby way ({m3b.notes['style']}, {m3b.songs} songs), per core",
                       ratios["core_vs_hobby_other_style"], TARGETS["core_vs_hobby"]))
     print(verdict("(2)/(1) ingest core vs decode alone, per core", ratios["core_vs_decode"], TARGETS["core_vs_decode"]))
+    print(f"    ceiling (1c)/(1): {ratios['ceiling_core_vs_decode']:.2f}x, decode + the windowed FFT alone: what (2)/(1)"
+          " would be if the mel product, dB, tiles, hash, tags and Parquet cost nothing")
     print(verdict("(5)/(4) Ray Data vs Pool, all cores, without ray.init", ratios["ray_vs_pool"], TARGETS["ray_vs_pool"]))
     print(verdict("(5)/(4) Ray Data vs Pool, all cores, with ray.init", ratios["ray_incl_init_vs_pool"],
                   TARGETS["ray_vs_pool"]))
@@ -765,6 +857,16 @@ def main(args: argparse.Namespace) -> int:
                   TARGETS["ray_vs_pool"]))
     print(verdict("(5b)/(4b) Ray Data next job vs a pool script, each from a new process (its start-up paid by each)",
                   ratios["ray_next_job_vs_pool_script"], TARGETS["ray_vs_pool"]))
+    if m5w is not None:
+        print(f"    (5w)/(4): {ratios['ray_warm_workers_vs_pool']:.2f}x, Ray Data's second job in one driver (its "
+              "workers already started and warm) vs the forked pool: what Ray Data itself costs; (5) - (5w) = "
+              f"{m5.wall_s - m5w.wall_s:.2f} s is what starting the job's worker processes costs")
+    if m5c is not None:
+        # 0.8 needs the empty job's cost to be at most a quarter of the pool's time.
+        songs_needed = 4 * m5c.wall_s * m4b.songs_per_s
+        print(f"    ceiling (4b)/((4b)+(5c)): {ratios['ceiling_ray_vs_pool_script']:.2f}x, if Ray did the work as fast as "
+              f"the pool and added only its empty job ({m5c.wall_s:.2f} s); 0.8x would need >= {songs_needed:.0f} songs "
+              f"at the pool's {m4b.songs_per_s:.1f} songs/s, and Ray's own steady state to match the pool's")
     print("\nthe same ratios on CPU time (x RT per CPU-second of the process tree): less sensitive to other load,")
     print("but blind to idle waits and to parallelism, so the verdicts above stay on wall time:")
     for name, (a, b) in {"(2)/(3)": (m2, m3), "(2)/(3b)": (m2, m3b), "(2)/(1)": (m2, m1), "(5)/(4)": (m5, m4)}.items():
@@ -796,7 +898,7 @@ def main(args: argparse.Namespace) -> int:
         ray.shutdown()
     if not args.keep:
         shutil.rmtree(work / "serial", ignore_errors=True)
-        for name in ("pool", "pool-script", "hobby", "ray-root", "ray-root-next", "warmup", "sweep"):
+        for name in ("pool", "pool-script", "hobby", "ray-root", "ray-root-warm", "ray-root-next", "warmup", "sweep"):
             shutil.rmtree(work / name, ignore_errors=True)
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)  # holds the catalogue unless --catalogue said elsewhere
