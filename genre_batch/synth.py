@@ -34,7 +34,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -387,7 +387,8 @@ def borrow_part(profile: ArtistProfile, rng: np.random.Generator) -> ArtistProfi
     borrowable = STYLES[profile.genre].borrows
     part = borrowable[rng.integers(len(borrowable))]
     options: tuple[str | None, ...] = getattr(neighbour, part)
-    return dataclasses.replace(profile, **{part: options[rng.integers(len(options))]})
+    change: dict[str, Any] = {part: options[rng.integers(len(options))]}
+    return dataclasses.replace(profile, **change)
 
 
 def _style(genre: str) -> GenreStyle:
@@ -867,6 +868,11 @@ def _fast_fft_size(n: int) -> int:
     return best
 
 
+def _rfft_hz(size: int, sample_rate: int) -> FloatArray:
+    """Frequencies of an ``rfft`` of ``size`` samples, as float64 (numpy types them as any float)."""
+    return np.asarray(np.fft.rfftfreq(size, 1.0 / sample_rate), dtype=np.float64)
+
+
 def _butterworth(freqs: FloatArray, lowpass_hz: float | None, highpass_hz: float | None, order: int,
                  resonance: float = 0.0) -> FloatArray:
     """Magnitude response of Butterworth-shaped low/high-pass filters at ``freqs``."""
@@ -889,7 +895,7 @@ def fft_filter(signal: FloatArray, sample_rate: int, lowpass_hz: float | None = 
     filter's ringing from wrapping round to the start.
     """
     size = _fast_fft_size(signal.shape[0] + 2048)
-    gain = _butterworth(np.fft.rfftfreq(size, 1.0 / sample_rate), lowpass_hz, highpass_hz, order, resonance)
+    gain = _butterworth(_rfft_hz(size, sample_rate), lowpass_hz, highpass_hz, order, resonance)
     spectrum = np.fft.rfft(signal, n=size, axis=0)
     if signal.ndim == 2:
         gain = gain[:, None]
@@ -1059,9 +1065,10 @@ def _normalise_peak(sound: FloatArray) -> FloatArray:
 def _detuned_saws(hz: float, n: int, voice: Voice, count: int = 3) -> FloatArray:
     spread = np.linspace(-1.0, 1.0, count) * voice.timbre.detune_cents
     phases = voice.rng.random(count)
-    saws = (_oscillator("saw", hz * 2 ** (cents / 1200), n, voice.sample_rate, phase)
-            for cents, phase in zip(spread, phases))
-    return sum(saws) / count
+    saws = np.zeros(n)
+    for cents, phase in zip(spread, phases):
+        saws += _oscillator("saw", hz * 2 ** (cents / 1200), n, voice.sample_rate, phase)
+    return saws / count
 
 
 def _samples(seconds: float, sample_rate: int) -> int:
@@ -1343,7 +1350,7 @@ def render_song(song: SynthSong) -> np.ndarray:
                  if profile.lead else np.zeros(n_frames)),
     }
     stems = _balance(stems, _style(song.genre).levels_db, rng)
-    music_rms = _rms(sum(stems.values()))
+    music_rms = _rms(np.sum(list(stems.values()), axis=0))
     stems["texture"] = _crackle(n_frames, RENDER_RATE, timbre.crackle, rng) * music_rms
     mix = _mix_and_master(stems, song.channels, song.sample_rate, song.frames, timbre, rng)
     return mix.astype(np.float32)
@@ -1425,7 +1432,7 @@ def _mix_and_master(stems: dict[str, FloatArray], channels: int, out_rate: int, 
     n = next(iter(stems.values())).shape[0]
     impulse = room_impulse(RENDER_RATE, timbre.reverb_s, rng)
     size = _fast_fft_size(n + impulse.shape[0])  # room tail must not wrap round to the start
-    freqs = np.fft.rfftfreq(size, 1.0 / RENDER_RATE)
+    freqs = _rfft_hz(size, RENDER_RATE)
     dry = np.stack([sum(_pan_gains(STEM_PANS[name], channels)[channel] * stem for name, stem in stems.items())
                     for channel in range(channels)], axis=1)
     spectrum = np.fft.rfft(dry, n=size, axis=0)
@@ -1455,11 +1462,11 @@ def _mix_and_master(stems: dict[str, FloatArray], channels: int, out_rate: int, 
 def _noise_spectrum(shape: tuple[int, ...], size: int, sample_rate: int,
                     rng: np.random.Generator) -> npt.NDArray[np.complex128]:
     """Spectrum of unit-RMS noise, gently low-passed at a random cutoff (time length ``size``)."""
-    gain = _butterworth(np.fft.rfftfreq(size, 1.0 / sample_rate), lowpass_hz=float(rng.uniform(3000, 12000)),
+    gain = _butterworth(_rfft_hz(size, sample_rate), lowpass_hz=float(rng.uniform(3000, 12000)),
                         highpass_hz=None, order=1)
     real = rng.standard_normal(shape, dtype=np.float32)
     imaginary = rng.standard_normal(shape, dtype=np.float32)
-    noise = (real + 1j * imaginary) * gain[:, None]
+    noise = np.asarray((real + 1j * imaginary) * gain[:, None], dtype=np.complex128)
     rms = math.sqrt(2.0 * float(np.sum(np.abs(noise) ** 2)) / shape[1]) / size  # Parseval
     return noise / rms
 

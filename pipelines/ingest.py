@@ -130,7 +130,7 @@ def run_files(
     with one_stage_execution():  # set before the dataset is made: it copies the context
         dataset = ray.data.from_items(records, override_num_blocks=math.ceil(len(records) / files_per_task))
         outcomes = dataset.map_batches(
-            ingest_batch,
+            ingest_batch,  # type: ignore[arg-type]  # Ray's stub does not count fn_kwargs in
             batch_size=None,
             batch_format="pyarrow",
             fn_kwargs={

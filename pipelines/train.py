@@ -47,7 +47,8 @@ def tile_batch_collator(features: FeatureConfig, label_ids: dict[str, int]) -> A
     from ray.data.collate_fn import NumpyBatchCollateFn
 
     class TileBatchCollator(NumpyBatchCollateFn):
-        def __call__(self, batch: dict[str, np.ndarray]) -> tuple[Any, Any]:
+        # Ray types the return as CollatedData, a TypeVar of no generic class: any type is one.
+        def __call__(self, batch: dict[str, np.ndarray]) -> tuple[Any, Any]:  # type: ignore[override]
             return collate_tiles(batch, features, label_ids)
 
     return TileBatchCollator()
