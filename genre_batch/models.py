@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torchaudio.transforms as audio_transforms  # type: ignore[import-untyped]
+import torchaudio.transforms as audio_transforms
 from torch import nn
 
 from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
