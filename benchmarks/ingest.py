@@ -337,7 +337,7 @@ def windowed_fft(samples: Any) -> None:
 
 
 def decode_fft_all(files: Sequence[CatalogueFile]) -> dict[str, float]:
-    """(1c) read + decode_audio + ``windowed_fft``, per file: (1)/(1c) is the ceiling of (2)/(1)
+    """(1c) read + decode_audio + ``windowed_fft``, per file: (1c)/(1) is the ceiling of (2)/(1)
     for any ingest that makes this STFT, however fast everything after the FFT is."""
     seconds = {}
     for file in files:
@@ -482,6 +482,15 @@ def ray_ingest(catalogue: str, root: str, files_per_task: int) -> dict[str, Any]
     }
 
 
+def run_script(what: str, script: str, *argv: str) -> dict[str, Any]:
+    """Run one of the scripts below in a new Python process; returns the JSON of its last line."""
+    done = subprocess.run([sys.executable, "-c", script.format(repo=str(REPO)), *argv],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 _NEXT_JOB = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
@@ -499,13 +508,7 @@ def ray_next_job(catalogue: str, root: str, files_per_task: int) -> dict[str, An
     import ray
 
     address = ray.get_runtime_context().gcs_address
-    done = subprocess.run(
-        [sys.executable, "-c", _NEXT_JOB.format(repo=str(REPO)), address, catalogue, root, str(files_per_task)],
-        capture_output=True, text=True, check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"the next-job driver failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_script("the next-job driver", _NEXT_JOB, address, catalogue, root, str(files_per_task))
 
 
 _EMPTY_JOB = """
@@ -534,13 +537,7 @@ def ray_empty_job(catalogue: str, files_per_task: int) -> dict[str, Any]:
     import ray
 
     address = ray.get_runtime_context().gcs_address
-    done = subprocess.run(
-        [sys.executable, "-c", _EMPTY_JOB.format(repo=str(REPO)), address, catalogue, str(files_per_task)],
-        capture_output=True, text=True, check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"the empty-job driver failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_script("the empty-job driver", _EMPTY_JOB, address, catalogue, str(files_per_task))
 
 
 _POOL_SCRIPT = """
@@ -563,14 +560,7 @@ def pool_fresh_script(catalogue: str, tiles_dir: str, files_per_task: int, proce
     """(4b) the pool as a plain script runs it: a new process lists the catalogue and forks a pool
     whose children import what the first file needs (torch, on first use) themselves; timed from
     inside that process after its imports, as (5b) is."""
-    done = subprocess.run(
-        [sys.executable, "-c", _POOL_SCRIPT.format(repo=str(REPO)), catalogue, tiles_dir, str(files_per_task),
-         str(processes)],
-        capture_output=True, text=True, check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"the pool script failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_script("the pool script", _POOL_SCRIPT, catalogue, tiles_dir, str(files_per_task), str(processes))
 
 
 # --------------------------------------------------------------------------------------
