@@ -323,14 +323,11 @@ def windowed_fft(samples: Any) -> None:
     """The one part of featurising that no log-mel of this geometry can skip: the windowed FFT of
     every frame, done as ``features.mel_power`` does it (torch, 128 frames a call), without the
     squares, the mel product, dB, tiles, hash, tags or the shard write."""
-    import numpy as np
     import torch
 
-    from genre_batch.features import _FRAMES_PER_CHUNK, _window
+    from genre_batch.features import _FRAMES_PER_CHUNK, _window, stft_frames
 
-    half = FEATURES.n_fft // 2
-    padded = np.pad(samples, half)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, FEATURES.n_fft)[:: FEATURES.hop_length]
+    frames = stft_frames(samples, FEATURES)
     window = _window(FEATURES.n_fft)
     for start in range(0, len(frames), _FRAMES_PER_CHUNK):
         torch.fft.rfft(torch.from_numpy(frames[start : start + _FRAMES_PER_CHUNK] * window), dim=1)

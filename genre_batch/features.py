@@ -98,6 +98,12 @@ def _window(n_fft: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
 
 
+def stft_frames(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Centred STFT frames [frames, n_fft]: a strided view of the zero-padded float32 waveform."""
+    padded = np.pad(np.asarray(samples, dtype=np.float32), config.n_fft // 2)
+    return np.lib.stride_tricks.sliding_window_view(padded, config.n_fft)[:: config.hop_length]
+
+
 def mel_power(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Mel power spectrogram [n_mels, frames]: centred (zero-padded) periodic-Hann STFT, power 2.
 
@@ -107,8 +113,7 @@ def mel_power(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     import torch  # here, not at the top: listing or --help needs no torch (~2 s to import)
 
     half = config.n_fft // 2
-    padded = np.pad(np.asarray(samples, dtype=np.float32), half)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, config.n_fft)[:: config.hop_length]
+    frames = stft_frames(samples, config)
     n_frames, chunk = len(frames), min(len(frames), _FRAMES_PER_CHUNK)
     window = _window(config.n_fft)
     blocks = _filter_blocks(config)

@@ -1065,10 +1065,10 @@ def _normalise_peak(sound: FloatArray) -> FloatArray:
 def _detuned_saws(hz: float, n: int, voice: Voice, count: int = 3) -> FloatArray:
     spread = np.linspace(-1.0, 1.0, count) * voice.timbre.detune_cents
     phases = voice.rng.random(count)
-    saws = np.zeros(n)
+    summed = np.zeros(n)
     for cents, phase in zip(spread, phases):
-        saws += _oscillator("saw", hz * 2 ** (cents / 1200), n, voice.sample_rate, phase)
-    return saws / count
+        summed += _oscillator("saw", hz * 2 ** (cents / 1200), n, voice.sample_rate, phase)
+    return summed / count
 
 
 def _samples(seconds: float, sample_rate: int) -> int:
