@@ -1,5 +1,6 @@
-"""The benchmarks' demo catalogue: written once with ``genre_batch.synth.write_catalogue`` and
-reused by later runs (of either benchmark) when it holds the same songs."""
+"""The benchmarks' demo catalogue: written once with ``genre_batch.commands.write_demo_catalogue``
+(``genre_batch.synth.write_catalogue`` in a process pool) and reused by later runs (of either
+benchmark) when it holds the same songs."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def parse_source_format(text: str) -> tuple[int, int] | None:
 def prepare_catalogue(directory: Path, songs: int, duration_s: float, seed: int, source_format: str) -> float:
     """Write (or reuse) the catalogue in ``directory``; returns the seconds spent writing it."""
     from genre_batch.catalogue import list_catalogue
-    from genre_batch.synth import write_catalogue
+    from genre_batch.commands import write_demo_catalogue
 
     directory.mkdir(parents=True, exist_ok=True)
     wanted = {"songs": songs, "duration_s": duration_s, "seed": seed, "broken_file": False,
@@ -37,8 +38,8 @@ def prepare_catalogue(directory: Path, songs: int, duration_s: float, seed: int,
     logger.info("writing %d songs of %.0f s (%s) to %s", songs, duration_s, source_format, directory)
     marker.unlink(missing_ok=True)
     started = time.perf_counter()
-    write_catalogue(directory, songs, seed, min_duration_s=duration_s, max_duration_s=duration_s,
-                    with_broken_file=False, source_format=parse_source_format(source_format))
+    write_demo_catalogue(directory, songs, seed, min_duration_s=duration_s, max_duration_s=duration_s,
+                         with_broken_file=False, source_format=parse_source_format(source_format))
     seconds = time.perf_counter() - started
     found = len(list_catalogue(str(directory), "folder"))
     if found != songs:

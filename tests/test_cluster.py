@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import s3fs
 
-from genre_batch.synth import write_catalogue
+from genre_batch.commands import write_demo_catalogue
 from tests.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, free_ports
 
 pytestmark = pytest.mark.slow
@@ -109,7 +109,7 @@ def test_chain_as_submitted_jobs(cluster, s3_server, tmp_path):
     fs = s3fs.S3FileSystem(endpoint_url=s3_server.endpoint)
     fs.mkdir("gb-cluster-catalogue")
     fs.mkdir("gb-cluster-outputs")
-    summary = write_catalogue(tmp_path / "music", n_songs=18, seed=11, min_duration_s=12.0, max_duration_s=14.0)
+    summary = write_demo_catalogue(tmp_path / "music", n_songs=18, seed=11, min_duration_s=12.0, max_duration_s=14.0)
     fs.put(str(tmp_path / "music"), "gb-cluster-catalogue/", recursive=True)
 
     jobs = [

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from genre_batch.cli import main
+from genre_batch.commands import write_demo_catalogue
 from genre_batch.layout import RootLayout
 from genre_batch.storage import latest_version, read_json
-from genre_batch.synth import write_catalogue
 
 pytestmark = [
     pytest.mark.gpu,
@@ -24,7 +24,7 @@ pytestmark = [
 def test_train_and_index_on_gpu(tmp_path, ray_local):
     assert ray_local.cluster_resources().get("GPU", 0) >= 1, "Ray must see the GPU torch sees"
     catalogue, root = tmp_path / "music", str(tmp_path / "root")
-    write_catalogue(catalogue, n_songs=12, seed=4, min_duration_s=12.0, max_duration_s=14.0)
+    write_demo_catalogue(catalogue, n_songs=12, seed=4, min_duration_s=12.0, max_duration_s=14.0)
     assert main(["ingest", "--catalogue", str(catalogue), "--root", root]) == 0
     assert main(["train", "--root", root, "--epochs", "2", "--workers", "1", "--gpu"]) == 0
     layout = RootLayout(root)

@@ -13,9 +13,10 @@ import soundfile
 from genre_batch.answers import PublishedIndex
 from genre_batch.artifacts import published_ingest
 from genre_batch.cli import main
+from genre_batch.commands import write_demo_catalogue
 from genre_batch.layout import RootLayout
 from genre_batch.storage import latest_version, read_json
-from genre_batch.synth import plan_catalogue, render_song, write_catalogue
+from genre_batch.synth import plan_catalogue, render_song
 from pipelines.nightly import run_nightly
 from tests.model_helpers import publish_untrained_model
 
@@ -48,7 +49,7 @@ def songs_table(root: str) -> pd.DataFrame:
 def grown(tmp_path_factory, ray_local):
     base = tmp_path_factory.mktemp("nightly")
     catalogue, root = base / "catalogue", str(base / "root")
-    write_catalogue(catalogue, n_songs=14, seed=21, min_duration_s=12.0, max_duration_s=13.0)
+    write_demo_catalogue(catalogue, n_songs=14, seed=21, min_duration_s=12.0, max_duration_s=13.0)
     # Labels from the files' own ID3 genre tags, as for a personal library; the nightly runs
     # keep the label source of the published ingest.
     assert main(["ingest", "--catalogue", str(catalogue), "--root", root, "--files-per-task", "4",

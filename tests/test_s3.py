@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from genre_batch.synth import write_catalogue
+from genre_batch.commands import write_demo_catalogue
 from tests.model_helpers import publish_untrained_model
 from tests.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 
@@ -66,7 +66,7 @@ def s3_run(s3_server, tmp_path_factory, ray_local):
     fs.mkdir("gb-catalogue")
     fs.mkdir("gb-outputs")
     local = tmp_path_factory.mktemp("s3cat")
-    summary = write_catalogue(local / "music", n_songs=18, seed=5, min_duration_s=12.0, max_duration_s=14.0)
+    summary = write_demo_catalogue(local / "music", n_songs=18, seed=5, min_duration_s=12.0, max_duration_s=14.0)
     fs.put(str(local / "music"), "gb-catalogue/", recursive=True)
     # Labels from a CSV in the bucket (path relative to the catalogue), some songs unlabelled.
     labels = pd.read_csv(summary.labels_csv)

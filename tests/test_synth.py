@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import soundfile as sf
 from mutagen.id3 import ID3
 
 from genre_batch import synth
+from genre_batch.commands import write_demo_catalogue
 from genre_batch.synth import GENRES, STYLES, SynthSong, plan_catalogue, render_song, write_catalogue
 
 TINY_SONGS = 7  # one genre gets two songs, so round-robin and artist rotation both show
@@ -22,7 +24,8 @@ TINY_SEED = 11
 @pytest.fixture(scope="module")
 def tiny_catalogue(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, synth.CatalogueSummary]:
     root = tmp_path_factory.mktemp("catalogue")
-    summary = write_catalogue(root, TINY_SONGS, seed=TINY_SEED, min_duration_s=20.0, max_duration_s=22.0, processes=2)
+    summary = write_demo_catalogue(root, TINY_SONGS, seed=TINY_SEED, min_duration_s=20.0, max_duration_s=22.0,
+                                   processes=2)
     return root, summary
 
 
@@ -231,15 +234,76 @@ def test_broken_file_is_present_unlisted_and_undecodable(tiny_catalogue: tuple[P
 
 
 def test_rewriting_a_catalogue_gives_the_same_files(tmp_path: Path) -> None:
-    first = write_catalogue(tmp_path, 1, seed=1, min_duration_s=20.0, max_duration_s=20.0, processes=1,
-                            with_broken_file=False)
+    first = write_catalogue(tmp_path, 1, seed=1, min_duration_s=20.0, max_duration_s=20.0, with_broken_file=False)
     audio_before = {path: sf.read(path)[0] for path in sorted(tmp_path.rglob("*.mp3"))}
 
-    second = write_catalogue(tmp_path, 1, seed=1, min_duration_s=20.0, max_duration_s=20.0, processes=1,
-                             with_broken_file=False)
+    second = write_catalogue(tmp_path, 1, seed=1, min_duration_s=20.0, max_duration_s=20.0, with_broken_file=False)
 
     assert first == second and first.broken_files == ()
     assert sorted(audio_before) == sorted(tmp_path.rglob("*.mp3"))
     for path, audio in audio_before.items():
         assert np.array_equal(sf.read(path)[0], audio)
     assert not list(tmp_path.rglob("*.partial"))
+
+
+# The catalogue as genre_batch/synth.py (one module, before it became the genre_batch.synth
+# package) wrote it with write_catalogue(root, 6, seed=4, min_duration_s=8.0, max_duration_s=9.0,
+# processes=1): md5 of every file written, mp3s encoded by the pinned soundfile 0.14.0 (its
+# libsndfile 1.2.2). Six genres, 22.05/44.1 kHz in mono and stereo, and the broken file. A
+# change here means the synthesis (or the encoder) changed: every catalogue, benchmark and
+# result built from it changes with it.
+GOLDEN_SEED = 4
+GOLDEN_MD5 = {
+    "bubble-funk/Soda Syndicate - Wild Circuit.mp3": "1d3123fd96cea692314dc80abf08f920",
+    "drift-ambient/Lumen Tide - Little Harbour.mp3": "61b4f5f2c79b1f06a3bb27086abcd3a3",
+    "drift-ambient/corrupted-upload.mp3": "7252d6102c4edf30872691a8c743ccf3",
+    "dusty-hop/Brother Boombap - Golden Comet.mp3": "166b4dede8eb9e0d14645b0542d44fbd",
+    "labels.csv": "9f3375885ddc89f915bbbb447f3a1265",
+    "lava-metal/Caldera - Burning Furnace.mp3": "637d1a40a52cfcc824f48d529b1a8115",
+    "marsh-folk/Willow and Peat - Crooked Kettle.mp3": "01410a6c1b6b306b53df09cb9797a8df",
+    "neon-techno/Unit Eightyeight - Endless Horizon.mp3": "a94fce4b4fa944794c680aed35703d3d",
+}
+
+
+def file_md5s(root: Path) -> dict[str, str]:
+    return {path.relative_to(root).as_posix(): hashlib.md5(path.read_bytes()).hexdigest()
+            for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def test_catalogue_bytes_are_those_the_single_module_wrote(tmp_path: Path) -> None:
+    plan = plan_catalogue(len(GOLDEN_MD5) - 2, seed=GOLDEN_SEED, min_duration_s=8.0, max_duration_s=9.0)
+    assert {(song.sample_rate, song.channels) for song in plan} == {(22_050, 1), (22_050, 2), (44_100, 1), (44_100, 2)}
+
+    write_catalogue(tmp_path, len(plan), seed=GOLDEN_SEED, min_duration_s=8.0, max_duration_s=9.0)
+
+    assert file_md5s(tmp_path) == GOLDEN_MD5
+
+
+def test_pooled_writer_writes_the_same_bytes_as_the_library(tmp_path: Path) -> None:
+    options = dict(min_duration_s=4.0, max_duration_s=5.0)
+    sequential = write_catalogue(tmp_path / "sequential", 4, seed=9, **options)
+    pooled = write_demo_catalogue(tmp_path / "pooled", 4, seed=9, processes=2, **options)
+
+    assert dataclasses.replace(pooled, root=sequential.root, labels_csv=sequential.labels_csv) == sequential
+    assert file_md5s(tmp_path / "pooled") == file_md5s(tmp_path / "sequential")
+    assert len(file_md5s(tmp_path / "pooled")) == 4 + 2  # songs, labels.csv, the broken file
+
+
+def test_write_songs_gets_the_longest_encodes_first_and_must_write_them_all(tmp_path: Path) -> None:
+    seen: list[synth.Job] = []
+
+    def record(write: object, jobs: list[synth.Job]) -> list[str]:
+        seen.extend(jobs)
+        return [song.relative_path for _, song in jobs]  # as if written
+
+    summary = write_catalogue(tmp_path, 8, seed=3, write_songs=record, with_broken_file=False)
+
+    costs = [song.duration_s * song.sample_rate * song.channels for _, song in seen]
+    assert summary.songs == len(seen) == 8 and costs == sorted(costs, reverse=True)
+    assert {root for root, _ in seen} == {summary.root}
+
+    def drop_one(write: object, jobs: list[synth.Job]) -> list[str]:
+        return [song.relative_path for _, song in jobs[1:]]
+
+    with pytest.raises(synth.CatalogueWriteError, match="1 of 8 songs"):
+        write_catalogue(tmp_path, 8, seed=3, write_songs=drop_one, with_broken_file=False)
