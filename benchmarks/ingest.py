@@ -5,7 +5,7 @@
 1. decode alone (``decode_audio``: soundfile + mono + soxr to 22 050 Hz), one process;
 1c. decode + the windowed FFT of every STFT frame and nothing more, one process: (1c)/(1) is the
    ceiling of (2)/(1) for any ingest that makes this log-mel, however fast the rest;
-2. our ingest core (read bytes + ``ingest_file`` + ``write_tile_shard`` per group of
+2. our ingest core (``read_and_ingest`` per file + ``write_tile_shard`` per group of
    ``--files-per-task`` files), one process;
 3. the hobby way (``librosa.load`` + ``melspectrogram`` + ``power_to_db`` + one matplotlib
    PNG per 256-frame tile), one process;
@@ -103,7 +103,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Iterator, Sequence  # noqa: E402
+from typing import Any, Callable, Sequence  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -112,7 +112,7 @@ if str(REPO) not in sys.path:
 from genre_batch.catalogue import CatalogueFile, list_catalogue  # noqa: E402
 from genre_batch.config import FeatureConfig, SplitConfig  # noqa: E402
 from genre_batch.decode import decode_audio  # noqa: E402
-from genre_batch.ingest import FileOutcome, error_row, ingest_file, write_tile_shard  # noqa: E402
+from genre_batch.ingest import FileOutcome, read_and_ingest, read_catalogue_file, write_tile_shard  # noqa: E402
 from benchmarks.catalogue import prepare_catalogue  # noqa: E402
 
 logger = logging.getLogger("benchmarks.ingest")
@@ -347,22 +347,24 @@ def decode_fft_all(files: Sequence[CatalogueFile]) -> dict[str, float]:
 
 
 def ingest_group(job: tuple[list[CatalogueFile], str]) -> dict[str, float]:
-    """(2)/(4) what ``pipelines.ingest.ingest_batch`` does, minus pandas/JSON: one shard per group."""
+    """(2)/(4) what a Ray task of ``pipelines.ingest`` does (``genre_batch.ingest.ingest_group``),
+    minus Arrow/JSON, timed per file: one shard per group."""
     files, tiles_dir = job
-    outcomes: list[FileOutcome] = []
     per_file_s: dict[str, float] = {}  # read + ingest_file, per file
-    read_s = core_s = 0.0
-    for file in files:
+    read_s = 0.0
+
+    def timed_read(file: CatalogueFile) -> bytes:
+        nonlocal read_s
         started = time.perf_counter()
         try:
-            data = read_bytes(file.uri)
-        except OSError as exc:
-            outcomes.append(FileOutcome(error=error_row(file, "read", exc, None)))
-            continue
-        read_s += time.perf_counter() - started
-        core_started = time.perf_counter()
-        outcomes.append(ingest_file(file, data, FEATURES, SPLITS))
-        core_s += time.perf_counter() - core_started
+            return read_catalogue_file(file)
+        finally:
+            read_s += time.perf_counter() - started
+
+    outcomes: list[FileOutcome] = []
+    for file in files:
+        started = time.perf_counter()
+        outcomes.append(read_and_ingest(file, FEATURES, SPLITS, read=timed_read))
         per_file_s[file.uri] = time.perf_counter() - started
     started = time.perf_counter()
     write_tile_shard(outcomes, tiles_dir, FEATURES)
@@ -372,7 +374,7 @@ def ingest_group(job: tuple[list[CatalogueFile], str]) -> dict[str, float]:
         "errors": sum(1 for o in outcomes if o.error is not None),
         "tiles": sum(len(o.tiles) for o in outcomes if o.tiles is not None),
         "read_s": read_s,
-        "ingest_file_s": core_s,
+        "ingest_file_s": sum(per_file_s.values()) - read_s,
         "write_shard_s": write_s,
         "done_at": time.time(),
         "per_file_s": per_file_s,  # type: ignore[dict-item]
@@ -466,10 +468,11 @@ def ray_init() -> dict[str, Any]:
 
 def ray_ingest(catalogue: str, root: str, files_per_task: int) -> dict[str, Any]:
     """(5) the real job, on an already initialised Ray."""
+    from genre_batch.config import IngestConfig
     from pipelines.ingest import run_ingest
 
     started_at = time.time()
-    report = run_ingest(catalogue, root, labels="folder", files_per_task=files_per_task)
+    report = run_ingest(catalogue, root, labels="folder", config=IngestConfig(files_per_task=files_per_task))
     shards = sorted(Path(root, "ingest", report.version, "tiles").glob("*.parquet"), key=lambda p: p.stat().st_mtime)
     return {
         "songs": report.songs, "errors": report.errors, "tiles": report.tiles, "shards": len(shards),
@@ -492,10 +495,11 @@ _NEXT_JOB = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
 from pipelines._ray import ensure_ray
+from genre_batch.config import IngestConfig
 from pipelines.ingest import run_ingest
 ensure_ray(sys.argv[1])
 started = time.perf_counter()
-report = run_ingest(sys.argv[2], sys.argv[3], labels="folder", files_per_task=int(sys.argv[4]))
+report = run_ingest(sys.argv[2], sys.argv[3], labels="folder", config=IngestConfig(files_per_task=int(sys.argv[4])))
 print(json.dumps({{"job_s": time.perf_counter() - started, "songs": report.songs, "tiles": report.tiles}}))
 """
 

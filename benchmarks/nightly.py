@@ -220,12 +220,12 @@ def ray_init() -> dict[str, Any]:
 
 
 def setup_chain(catalogue: str, root: str, args: argparse.Namespace, index_config: Any) -> dict[str, Any]:
-    from genre_batch.config import TrainConfig
+    from genre_batch.config import IngestConfig, TrainConfig
     from pipelines.index import run_index
     from pipelines.ingest import run_ingest
     from pipelines.train import run_train
 
-    ingest = run_ingest(catalogue, root, files_per_task=args.files_per_task)
+    ingest = run_ingest(catalogue, root, config=IngestConfig(files_per_task=args.files_per_task))
     train = run_train(root, TrainConfig(epochs=1, batch_size=args.train_batch_size))
     index = run_index(root, index_config)
     return {"songs": ingest.songs, "tiles": ingest.tiles, "ingest_s": ingest.seconds,
@@ -244,9 +244,10 @@ def copy_published_model(source_root: str, target_root: str) -> str:
 
 
 def full_ingest(catalogue: str, root: str, files_per_task: int) -> dict[str, Any]:
+    from genre_batch.config import IngestConfig
     from pipelines.ingest import run_ingest
 
-    report = run_ingest(catalogue, root, files_per_task=files_per_task)
+    report = run_ingest(catalogue, root, config=IngestConfig(files_per_task=files_per_task))
     return {"songs": report.songs, "tiles": report.tiles, "errors": report.errors}
 
 
@@ -258,9 +259,11 @@ def full_index(root: str, index_config: Any) -> dict[str, Any]:
 
 
 def nightly(catalogue: str, root: str, files_per_task: int, index_config: Any) -> dict[str, Any]:
+    from genre_batch.config import IngestConfig
     from pipelines.nightly import run_nightly
 
-    report = run_nightly(catalogue, root, files_per_task=files_per_task, index_config=index_config)
+    report = run_nightly(catalogue, root, ingest_config=IngestConfig(files_per_task=files_per_task),
+                         index_config=index_config)
     logger.info("%s", report.summary())
     return {"counts": report.counts, "tiles_written": report.tiles_written, "published": report.published,
             "seconds": report.seconds, "index_version": report.index_version}
@@ -269,37 +272,31 @@ def nightly(catalogue: str, root: str, files_per_task: int, index_config: Any) -
 def probe_in_process(root: str, added: list[str], catalogue: Path, scratch: Path) -> dict[str, float]:
     """The nightly's work on the new songs, in this process without Ray: what it costs
     without task scheduling, worker start-up, Ray Data planning and actor start-up."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
     from genre_batch.artifacts import published_ingest, published_model_run
     from genre_batch.catalogue import list_catalogue
-    from genre_batch.config import SplitConfig
-    from genre_batch.ingest import ingest_file, write_tile_shard
+    from genre_batch.inference import TileClassifier, predict_songs_in_process
+    from genre_batch.ingest import ingest_group
     from genre_batch.layout import RootLayout
     from genre_batch.storage import read_bytes
-    from pipelines.inference import TileModel, pooled_frame
 
     ingest = published_ingest(root)
     features = ingest.feature_config
     files = [f for f in list_catalogue(str(catalogue), "folder") if f.relative_path in set(added)]
     seconds: dict[str, float] = {}
-    splits = SplitConfig(**ingest.manifest["split_config"])
     # Twice: the first call in a process also loads librosa's numba code (from NUMBA_CACHE_DIR).
     for attempt in ("cold", "warm"):
         started = time.perf_counter()
-        outcomes = [ingest_file(f, read_bytes(f.uri), features, splits) for f in files]
-        name = write_tile_shard(outcomes, str(scratch / attempt), features)
+        songs, _ = ingest_group(files, str(scratch / attempt), "", features, ingest.manifest.split_config)
         seconds[f"decode_tile_write_{attempt}"] = time.perf_counter() - started
     started = time.perf_counter()
-    model = TileModel(RootLayout(root).model_file(published_model_run(root)), features.to_dict(), use_gpu=False)
+    model = TileClassifier.load(read_bytes(RootLayout(root).model_file(published_model_run(root))), features)
     seconds["model_load"] = time.perf_counter() - started
     started = time.perf_counter()
-    table = pq.read_table(scratch / "warm" / name, columns=["song_id", "tile", "label", "split"]).to_pydict()
-    pooled_frame([model({key: np.asarray(value, dtype=object) for key, value in table.items()})])
+    shard = str(scratch / "warm" / songs[0]["tiles_file"])
+    pooled = predict_songs_in_process([shard], model, {song["song_id"] for song in songs})
     seconds["embed_and_pool"] = time.perf_counter() - started
     seconds["songs"] = len(files)
-    seconds["tiles"] = len(table["song_id"])
+    seconds["tiles"] = int(pooled["n_tiles"].sum())
     return seconds
 
 
@@ -313,7 +310,8 @@ def investigate_embed(root: str, added: list[str]) -> dict[str, float]:
     from genre_batch.layout import RootLayout
     from genre_batch.storage import filesystem, join, pyarrow_filesystem
     from genre_batch.tables import read_frame
-    from pipelines.inference import TileModel, pooled_frame, predict_songs
+    from genre_batch.inference import pooled_frame
+    from pipelines.inference import TileModel, predict_songs
 
     layout = RootLayout(root)
     ingest = published_ingest(root)

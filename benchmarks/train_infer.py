@@ -63,7 +63,7 @@ def device_figures(root: str, device: str, epochs: int, batch_size: int, tiles: 
     report = run_train(root, TrainConfig(epochs=epochs, batch_size=batch_size, use_gpu=on_gpu),
                        run=f"bench-{device}-{int(time.time())}")
     train_seconds = time.perf_counter() - started
-    history = report.metrics["history"]
+    history = report.metrics.history
     steady = history[1:] if len(history) > 1 else history
     started = time.perf_counter()
     index = run_index(root, use_gpu=on_gpu)
@@ -74,7 +74,7 @@ def device_figures(root: str, device: str, epochs: int, batch_size: int, tiles: 
         "median_epoch_s": statistics.median(h["epoch_seconds"] for h in steady),
         "train_tiles_per_s": statistics.median(h["tiles_per_s"] for h in steady),
         "run_train_s": train_seconds,
-        "test_song_accuracy": report.metrics.get("test", {}).get("song_accuracy"),
+        "test_song_accuracy": report.metrics.test.song_accuracy,
         "run_index_s": index_seconds,
         "index_tiles_per_s": tiles / index_seconds,
         "index_songs": index.songs,

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from genre_batch import metrics as m
 from genre_batch import schemas
-from genre_batch.artifacts import IndexVersion, IngestVersion, published_index
+from genre_batch.artifacts import IndexVersion, IngestVersion, load_ingest_version, published_index
 from genre_batch.config import ensure_same_features
 from genre_batch.decode import decode_audio
 from genre_batch.errors import GenreBatchError
@@ -32,7 +32,7 @@ from genre_batch.storage import download_file, is_local, normalise_uri, read_byt
 from genre_batch.tables import read_frame, read_table
 
 if TYPE_CHECKING:
-    from genre_batch.checkpoint import ModelBundle
+    from genre_batch.inference import TileClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class PublishedIndex:
 
     @property
     def threshold(self) -> float:
-        return float(self.version.manifest["threshold"]["threshold"])
+        return self.version.manifest.threshold.threshold
 
     @cached_property
     def predictions(self) -> pd.DataFrame:
@@ -130,39 +130,32 @@ class PublishedIndex:
         return SongIndex.load(
             local_copy(self.version.annoy_uri),
             self.predictions["song_id"].tolist(),
-            int(self.version.manifest["embedding_dim"]),
+            self.version.manifest.embedding_dim,
         )
 
     @cached_property
-    def model(self) -> ModelBundle:
+    def model(self) -> TileClassifier:
         # The copy inside the version: the model that made these embeddings, even after its
         # training run was resumed or replaced. Relative to the root, so a moved root works.
         from genre_batch.checkpoint import load_model_bundle  # torch: ~1.7 s, only for audio queries
+        from genre_batch.inference import TileClassifier
 
         data = read_bytes(self.version.layout.index_model_file(self.version.version))
-        if hashlib.sha256(data).hexdigest() != self.version.manifest["model_sha256"]:
+        if hashlib.sha256(data).hexdigest() != self.version.manifest.model_sha256:
             raise GenreBatchError(f"index {self.version.version}: model.pt does not match its manifest")
         bundle = load_model_bundle(data)
         ensure_same_features(self.version.feature_config, bundle.feature_config, "the index's model")
-        return bundle
+        return TileClassifier(bundle)
 
     # ---------------------------------------------------------------- audio
     def analyse_audio(self, uri: str) -> AudioAnswer:
         """Decode and featurise a file exactly as ingest did, run the model, pool the tiles."""
-        import torch
-
-        from genre_batch.models import tiles_to_input
-
         data = read_bytes(uri)
         config = self.version.feature_config
         audio = decode_audio(data, name=uri, target_sample_rate=config.sample_rate)
         tiles = featurise(audio.samples, config, name=uri)
-        with torch.inference_mode():
-            logits, embeddings = self.model.model.forward_with_embedding(
-                tiles_to_input(torch.from_numpy(tiles.tiles.copy()))
-            )
-            probs = torch.softmax(logits.float(), dim=1).numpy()
-        song_probs, embedding = pool_song(probs, embeddings.float().numpy())
+        outputs = self.model.outputs(tiles.tiles)
+        song_probs, embedding = pool_song(outputs.probs, outputs.embeddings)
         return AudioAnswer(
             source=uri,
             decision=decide_genre(song_probs, self.model.labels, self.threshold),
@@ -205,24 +198,16 @@ class PublishedIndex:
         return answer, [self._neighbour(sid, sim) for sid, sim in hits]
 
     @cached_property
-    def ingest(self) -> IngestVersion | None:
-        """The ingest version the index was built from (None for an index without one)."""
-        ingest_version = self.version.manifest.get("ingest_version")
-        if not ingest_version:
-            return None
-        from genre_batch.storage import read_json
-
-        layout = self.version.layout
-        return IngestVersion(layout, ingest_version, read_json(layout.ingest_manifest(ingest_version)))
+    def ingest(self) -> IngestVersion:
+        """The ingest version the index was built from."""
+        return load_ingest_version(self.version.layout, self.version.manifest.ingest_version)
 
     @property
-    def catalogue(self) -> str | None:
+    def catalogue(self) -> str:
         """The catalogue URI the index's songs were ingested from (paths relative to it work)."""
-        return self.ingest.manifest.get("catalogue") if self.ingest else None
+        return self.ingest.manifest.catalogue
 
     def songs_with_hash(self, content_hash: str) -> set[str]:
-        if self.ingest is None:
-            return set()
         songs = read_frame(self.ingest.songs_uri, ["song_id", "content_hash"])
         return set(songs.loc[songs["content_hash"] == content_hash, "song_id"])
 
@@ -231,7 +216,7 @@ class PublishedIndex:
         """A playlist for ``(song id or path, plays)`` pairs; entries not in the index are
         reported in ``Playlist.skipped`` (the rule: ``genre_batch.playlist``)."""
         plays, skipped = resolve_history(history, self.predictions, catalogue=self.catalogue)
-        labels = list(self.version.manifest["labels"])  # the order of the ``probs`` column
+        labels = list(self.version.manifest.labels)  # the order of the ``probs`` column
         return make_playlist(
             self.predictions, self.vectors("embedding"), self.vectors("probs"), labels, plays,
             n=n, variety=variety, skipped=skipped,
@@ -240,13 +225,13 @@ class PublishedIndex:
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, k: int = 10) -> dict[str, Any]:
         """Song/tile/per-genre accuracy, the unknown rule and genre precision@k of `similar`."""
-        labels = list(self.version.manifest["labels"])
+        labels = list(self.version.manifest.labels)
         frame = self.predictions
         frame = frame.assign(tiles_correct=frame["tiles_correct"].fillna(0))
-        out: dict[str, Any] = {"index_version": self.version.version, "model_run": self.version.manifest["model_run"]}
+        out: dict[str, Any] = {"index_version": self.version.version, "model_run": self.version.manifest.model_run}
         for split in ("valid", "test"):
             part = frame[frame["split"] == split]
-            numbers = split_metrics(part, labels)
+            numbers = split_metrics(part, labels).to_dict()
             known = part[part["label"].isin(labels)]
             numbers["unknown_rule"] = m.unknown_rule_report(
                 known["label"].tolist(), known["predicted"].tolist(),
@@ -255,7 +240,7 @@ class PublishedIndex:
             numbers[f"genre_precision_at_{k}"] = self._precision_at_k(known, k)
             out[split] = numbers
         out["unlabelled_songs"] = int(frame["label"].isna().sum())
-        out["unknown_threshold"] = self.version.manifest["threshold"]
+        out["unknown_threshold"] = self.version.manifest.threshold.to_dict()
         vectors = self.vectors("embedding")
         out[f"annoy_recall_at_{k}"] = recall_at_k(self.index, vectors, k=min(k, len(frame) - 1), n_queries=200) \
             if len(frame) > 1 else float("nan")
@@ -296,9 +281,3 @@ def filled_genres(predictions: pd.DataFrame, unlabelled_only: bool = False) -> p
 def format_decision(decision: GenreDecision) -> str:
     top = ", ".join(f"{label} {prob:.2f}" for label, prob in decision.top)
     return f"{decision.genre} (confidence {decision.confidence:.2f}; top: {top})"
-
-
-def require_songs(index: PublishedIndex, song_ids: Sequence[str]) -> None:
-    missing = [s for s in song_ids if s not in index.index]
-    if missing:
-        raise GenreBatchError(f"not in the index: {missing}")

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
+from genre_batch import code_version
 from genre_batch.config import FeatureConfig, ModelConfig, ensure_same_features
 from genre_batch.errors import ConfigMismatchError, GenreBatchError
 from genre_batch.models import EmbeddingModel, build_model
@@ -91,21 +92,6 @@ class ModelBundle:
     history: list[dict[str, float]]
     code_version: str = "unknown"
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def code_version() -> str:
-    """``genre_batch.__version__`` if set, else the installed distribution's version, else "unknown"."""
-    import genre_batch
-
-    version = getattr(genre_batch, "__version__", None)
-    if isinstance(version, str) and version:
-        return version
-    try:
-        from importlib.metadata import PackageNotFoundError, version as dist_version
-
-        return dist_version("genre-batch")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -1,64 +1,15 @@
-"""`genre-batch`: one command, a subcommand per job. Ray is imported only by jobs that need it."""
+"""`genre-batch`: one command, a subcommand per job (the table: ``genre_batch.commands``).
+
+With ``commands`` this is the CLI wing: the only part of ``genre_batch`` that imports the jobs
+(``pipelines``). Ray is imported only by the jobs that need it.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
-from typing import Callable
 
-from genre_batch.errors import GenreBatchError
-
-logger = logging.getLogger("genre_batch")
-
-
-def configure_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    # Ray's own loggers are noisy at INFO; its progress bars say what users need.
-    for noisy in ("ray", "ray.data", "ray.train", "ray.tune", "filelock", "numba", "fsspec", "s3fs", "botocore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a count: songs, epochs, workers, neighbours...)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def run_entry_point(body: Callable[[], object], verbose: bool | None = None) -> int:
-    """Run a command: exit 0 on success, 1 with a one-line message on a known failure."""
-    if verbose is None:
-        verbose = bool(os.environ.get("GENRE_BATCH_VERBOSE"))
-    configure_logging(verbose)
-    try:
-        result = body()
-    except Exception as exc:
-        known = known_cause(exc)
-        if known is None:
-            raise
-        print(f"error: {known}", file=sys.stderr)
-        return 1
-    return int(result) if isinstance(result, int) and not isinstance(result, bool) else 0
-
-
-def known_cause(exc: BaseException) -> BaseException | None:
-    """The failure a user should read, also when Ray wrapped it (RayTaskError and friends
-    keep the original exception as ``cause``, Ray Train as ``__cause__``)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (GenreBatchError, FileNotFoundError)):
-            return current
-        current = getattr(current, "cause", None) or current.__cause__
-    return None
+from genre_batch.entry import run_entry_point
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:

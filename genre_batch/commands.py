@@ -10,7 +10,7 @@ import argparse
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
-from genre_batch.cli import positive_int
+from genre_batch.entry import fraction, positive_int
 from genre_batch.metrics import format_metric
 
 if TYPE_CHECKING:
@@ -78,6 +78,7 @@ def _evaluate_args(parser: argparse.ArgumentParser) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from genre_batch.answers import PublishedIndex
+    from genre_batch.nulls import json_safe
     from genre_batch.storage import join, write_json
 
     index = PublishedIndex(args.root)
@@ -87,15 +88,9 @@ def _evaluate(args: argparse.Namespace) -> None:
     # when the root is writable: an analyst with read-only credentials still gets the numbers.
     target = join(index.version.layout.evaluation_dir(index.version.version), "metrics.json")
     try:
-        write_json(target, _clean_json(report))
+        write_json(target, json_safe(report))
     except OSError as exc:  # StorageError is one
         logger.warning("metrics not saved to %s: %s", target, exc)
-
-
-def _clean_json(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value, default=_jsonable).replace("NaN", "null"))
 
 
 def format_evaluation(report: dict[str, Any], k: int) -> str:
@@ -193,13 +188,6 @@ def _shares(mix: dict[str, float]) -> str:
     return ", ".join(f"{g} {w:.0%}" for g, w in sorted(mix.items(), key=lambda gw: (-gw[1], gw[0])))
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {text}")
-    return value
-
-
 def _playlist_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", required=True, help="storage root with a published index")
     parser.add_argument(
@@ -212,7 +200,7 @@ def _playlist_args(parser: argparse.ArgumentParser) -> None:
                         help="a song id (or path) of the history, one play; repeat it; adds to --history")
     parser.add_argument("-n", type=positive_int, default=20, help="songs in the playlist")
     parser.add_argument(
-        "--variety", type=_fraction, default=0.3,
+        "--variety", type=fraction, default=0.3,
         help="0: the history's genre mix and its nearest songs; 1: every genre equally, songs spread apart",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")

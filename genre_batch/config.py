@@ -100,6 +100,13 @@ class SplitConfig:
     test: float = 0.15
     seed: int = 0
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SplitConfig":
+        return from_dict(cls, data)
+
     def __post_init__(self) -> None:
         total = self.train + self.valid + self.test
         if abs(total - 1.0) > 1e-6 or min(self.train, self.valid, self.test) < 0:
@@ -138,7 +145,9 @@ class TrainConfig:
     label_smoothing: float = 0.1
     seed: int = 0
     num_workers: int = 1
-    use_gpu: bool = False
+    # None: on GPUs when the cluster has any (``pipelines._ray.use_gpus`` decides, and the
+    # run records what it decided); True / False insist (--gpu / --cpu).
+    use_gpu: bool | None = None
     # SpecAugment-style masks on training tiles (torchaudio), in mel bins / frames.
     freq_mask: int = 24
     time_mask: int = 32
@@ -152,6 +161,29 @@ class TrainConfig:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["model"] = self.model.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        data = dict(data)
+        if "model" in data:
+            data["model"] = ModelConfig.from_dict(data["model"])
+        return from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How ingest divides its work: files per Ray task, which is also files per tile shard
+    (``nightly`` decodes up to this many new files in its own process)."""
+
+    files_per_task: int = 8
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "files_per_task")
 
 
 @dataclass(frozen=True)

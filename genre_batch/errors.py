@@ -4,7 +4,10 @@ from __future__ import annotations
 
 
 class GenreBatchError(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose: its message is what a user
+    reads (``genre_batch.entry.known_cause`` looks for ``user_facing``), never a traceback."""
+
+    user_facing = True
 
 
 class AudioDecodeError(GenreBatchError):

@@ -1,4 +1,5 @@
-"""What changed in a catalogue since the last ingest: pure bookkeeping for the nightly job.
+"""What changed in a catalogue since the last ingest, and what of the last ingest stays:
+bookkeeping for the nightly job.
 
 A file is *unchanged* when its size, modification time and (on object stores) ETag match
 the songs table; when one differs its content hash decides, so a file that was merely
@@ -9,12 +10,17 @@ file's fault) is always retried.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import pandas as pd
 
 from genre_batch.catalogue import CatalogueFile
+from genre_batch.ingest import rewrite_shard_without
+from genre_batch.layout import RootLayout
+from genre_batch.nulls import null_if_nan
+from genre_batch.storage import join, read_bytes
 
 
 @dataclass
@@ -88,3 +94,36 @@ def diff_catalogue(
             diff.new.append(file)
     diff.removed = [row.song_id for row in songs.itertuples(index=False) if row.relative_path not in listed]
     return diff
+
+
+def content_hash_of(file: CatalogueFile) -> str:
+    """SHA-256 of a catalogue file's bytes, as the songs table records it."""
+    return hashlib.sha256(read_bytes(file.uri)).hexdigest()
+
+
+def carry_over_songs(layout: RootLayout, songs: pd.DataFrame, diff: CatalogueDiff, version: str) -> list[dict[str, Any]]:
+    """Rows of the songs that stay, for the new ``version``: touched files get their new
+    listing facts, and a shard that also held a dropped (removed or changed) song is copied
+    into the new version without it (the old shard stays: earlier versions still read it)."""
+    dropped = set(diff.removed) | {s.song_id for s in diff.changed}
+    kept = songs[~songs["song_id"].isin(dropped)].copy()
+    for column in ("mtime", "etag"):  # touched files: same bytes, new listing facts
+        kept[column] = [getattr(diff.touched[sid], column) if sid in diff.touched else value
+                        for sid, value in zip(kept["song_id"], kept[column])]
+    dirty = set(songs.loc[songs["song_id"].isin(dropped), "tiles_file"])
+    for shard in sorted(dirty & set(kept["tiles_file"])):
+        new_file, _ = rewrite_shard_without(
+            join(layout.ingest_area, shard), layout.tiles_dir(version), dropped, layout.tiles_prefix(version)
+        )
+        kept.loc[kept["tiles_file"] == shard, "tiles_file"] = new_file
+    return rows_of(kept)
+
+
+def kept_error_rows(errors: pd.DataFrame, diff: CatalogueDiff) -> list[dict[str, Any]]:
+    """Error rows of the files that failed before and were not decoded again."""
+    return rows_of(errors[errors["relative_path"].isin(diff.still_failed)])
+
+
+def rows_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A table read back through pandas -> rows to write again (its NaNs as nulls)."""
+    return [{key: null_if_nan(value) for key, value in row.items()} for row in frame.to_dict("records")]

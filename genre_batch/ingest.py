@@ -1,19 +1,23 @@
-"""The pure core of ingest: one file's bytes -> a song row and its tiles, or an error row.
+"""The pure core of ingest: one file's bytes -> a song row and its tiles, or an error row;
+a group of files -> one tile shard and their rows (``ingest_group``).
 
-Ray glue (``pipelines/ingest.py``) only reads bytes, calls ``ingest_file`` and writes shards.
+Ray glue (``pipelines/ingest.py``) only hands each task its group of files; the nightly job
+calls ``ingest_group`` in its own process for a handful of new files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
+from fsspec.implementations.local import LocalFileSystem
 
 from genre_batch import schemas
 from genre_batch.catalogue import CatalogueFile
@@ -23,7 +27,7 @@ from genre_batch.errors import AudioDecodeError, AudioSilentError, AudioTooShort
 from genre_batch.features import SongTiles, featurise
 from genre_batch.labels import read_tags
 from genre_batch.splits import assign_split, split_key
-from genre_batch.storage import join
+from genre_batch.storage import filesystem, join
 from genre_batch.tables import read_table, write_table
 
 logger = logging.getLogger(__name__)
@@ -97,6 +101,51 @@ def ingest_file(
         "tiles_file": "",
     }
     return FileOutcome(song=song, tiles=song_tiles)
+
+
+def read_catalogue_file(file: CatalogueFile) -> bytes:
+    """The bytes of a catalogue file. A read failure is the file's (an error row), not a
+    ``StorageError`` that would fail the job: hence fsspec directly, not ``storage.read_bytes``."""
+    fs, path = filesystem(file.uri)
+    try:
+        with fs.open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        # The listing keeps broken links (storage.walk_files): say what is broken.
+        if isinstance(fs, LocalFileSystem) and os.path.islink(path):
+            raise FileNotFoundError(f"broken link: {path} points to {os.readlink(path)}, which does not exist") from None
+        raise
+
+
+def read_and_ingest(file: CatalogueFile, features: FeatureConfig, splits: SplitConfig, labels_from_tags: bool = False,
+                    read: Callable[[CatalogueFile], bytes] = read_catalogue_file) -> FileOutcome:
+    """Read one catalogue file (with ``read``) and ingest it; whatever goes wrong becomes its
+    error row."""
+    try:
+        data = read(file)
+    except OSError as exc:
+        return FileOutcome(error=error_row(file, "read", exc, None))
+    try:
+        return ingest_file(file, data, features, splits, labels_from_tags)
+    except Exception as exc:  # one bad file must not drop the others (a Ray block is all or nothing)
+        logger.exception("unexpected failure on %s", file.uri)
+        return FileOutcome(error=error_row(file, "featurise", exc, None))
+
+
+def ingest_group(
+    files: Sequence[CatalogueFile],
+    tiles_dir_uri: str,
+    shard_prefix: str,
+    features: FeatureConfig,
+    splits: SplitConfig,
+    labels_from_tags: bool = False,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Ingest these files into one tile shard under ``tiles_dir_uri``; returns (song rows,
+    error rows). Storage errors writing the shard propagate: they fail the job, not a file."""
+    outcomes = [read_and_ingest(file, features, splits, labels_from_tags) for file in files]
+    write_tile_shard(outcomes, tiles_dir_uri, features, shard_prefix)
+    return ([o.song for o in outcomes if o.song is not None],
+            [o.error for o in outcomes if o.error is not None])
 
 
 def tiles_table(outcomes: Sequence[FileOutcome], features: FeatureConfig) -> pa.Table:

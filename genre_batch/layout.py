@@ -41,6 +41,12 @@ class RootLayout:
     def tiles_dir(self, version: str) -> str:
         return join(self.ingest_dir(version), "tiles")
 
+    @staticmethod
+    def tiles_prefix(version: str) -> str:
+        """What a song's ``tiles_file`` starts with for a shard of this version: shards are
+        named relative to the ingest area, so later versions can keep using them."""
+        return f"{version}/tiles/"
+
     def songs_table(self, version: str) -> str:
         return join(self.ingest_dir(version), "songs.parquet")
 

@@ -8,12 +8,12 @@ because a split or class can legitimately be empty in a small catalogue.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
+from genre_batch.nulls import null_if_nan
 from genre_batch.pooling import UNKNOWN, apply_threshold
 
 logger = logging.getLogger(__name__)
@@ -33,10 +33,6 @@ def _pair(y_true: Sequence[str], y_pred: Sequence[str]) -> tuple[np.ndarray, np.
     if truth.shape != pred.shape:
         raise ValueError(f"{truth.shape[0]} true labels but {pred.shape[0]} predictions")
     return truth, pred
-
-
-def _json_float(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
 
 
 def accuracy(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
@@ -132,9 +128,9 @@ class UnknownRuleReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "threshold": float(self.threshold),
-            "coverage": _json_float(self.coverage),
-            "accuracy_accepted": _json_float(self.accuracy_accepted),
-            "accuracy_all": _json_float(self.accuracy_all),
+            "coverage": null_if_nan(self.coverage),
+            "accuracy_accepted": null_if_nan(self.accuracy_accepted),
+            "accuracy_all": null_if_nan(self.accuracy_all),
             "n": self.n,
             "n_accepted": self.n_accepted,
         }

@@ -8,11 +8,12 @@ the model is not confident) and chooses the confidence threshold on validation s
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+
+from genre_batch.nulls import null_if_nan
 
 logger = logging.getLogger(__name__)
 
@@ -21,11 +22,6 @@ UNKNOWN = "unknown"
 # Accuracies/coverages are ratios of small integers; compare with a hair of slack so that
 # e.g. 9/10 counts as reaching a 0.9 target whatever the rounding.
 _EPS = 1e-12
-
-
-def _json_float(value: float) -> float | None:
-    """NaN is not valid JSON: write it as null."""
-    return None if math.isnan(value) else float(value)
 
 
 def pool_song(tile_probs: np.ndarray, tile_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -214,14 +210,42 @@ class ThresholdChoice:
     def to_dict(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold,
-            "coverage": _json_float(self.coverage),
-            "accuracy": _json_float(self.accuracy),
+            "coverage": null_if_nan(self.coverage),
+            "accuracy": null_if_nan(self.accuracy),
             "target_accuracy": self.target_accuracy,
             "min_coverage": self.min_coverage,
             "floor_quantile": self.floor_quantile,
             "n_songs": self.n_songs,
             "rule": self.rule,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ThresholdChoice":
+        """The inverse of ``to_dict`` (null coverage or accuracy: NaN, no validation songs)."""
+        def number(key: str) -> float:
+            return float("nan") if data[key] is None else float(data[key])
+
+        return cls(
+            threshold=float(data["threshold"]), coverage=number("coverage"), accuracy=number("accuracy"),
+            target_accuracy=float(data["target_accuracy"]), min_coverage=float(data["min_coverage"]),
+            floor_quantile=float(data["floor_quantile"]), n_songs=int(data["n_songs"]), rule=str(data["rule"]),
+        )
+
+
+def _threshold_curve(conf: np.ndarray, hits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For every candidate threshold (0 and each distinct confidence, ascending): how many
+    songs it accepts (confidence >= threshold), their share and their accuracy (NaN: none)."""
+    n = conf.shape[0]
+    candidates = np.unique(np.concatenate([[0.0], conf]))
+    # Songs accepted at threshold t are those from searchsorted(t) on in ascending order.
+    order = np.argsort(conf, kind="stable")
+    hits_before = np.concatenate([[0], np.cumsum(hits[order])])
+    first_accepted = np.searchsorted(conf[order], candidates, side="left")
+    n_accepted = n - first_accepted
+    n_correct = hits_before[-1] - hits_before[first_accepted]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.where(n_accepted > 0, n_correct / np.maximum(n_accepted, 1), np.nan)
+    return candidates, n_accepted, n_accepted / n, accuracy
 
 
 def choose_threshold(
@@ -283,18 +307,7 @@ def choose_threshold(
             rule="No validation songs were available, so the threshold is 0.0 and no song is marked unknown.",
         )
 
-    candidates = np.unique(np.concatenate([[0.0], conf]))  # ascending
-    # Songs accepted at threshold t are those from searchsorted(t) on in ascending order.
-    order = np.argsort(conf, kind="stable")
-    sorted_conf = conf[order]
-    hits_before = np.concatenate([[0], np.cumsum(hits[order])])
-    first_accepted = np.searchsorted(sorted_conf, candidates, side="left")
-    n_accepted = n - first_accepted
-    n_correct = hits_before[-1] - hits_before[first_accepted]
-    coverage = n_accepted / n
-    with np.errstate(invalid="ignore", divide="ignore"):
-        accuracy = np.where(n_accepted > 0, n_correct / np.maximum(n_accepted, 1), np.nan)
-
+    candidates, n_accepted, coverage, accuracy = _threshold_curve(conf, hits)
     keeps_enough = coverage >= min_coverage - _EPS
     qualifies = keeps_enough & (accuracy >= target_accuracy - _EPS)
     if qualifies.any():

@@ -1,7 +1,8 @@
 """The schema of every Parquet output, in one place, each field documented for analysts.
 
-``python -m genre_batch.schemas`` prints docs/SCHEMAS.md from these definitions (a test
-checks the two agree), so the documentation cannot drift from the code.
+``python -m genre_batch.schemas`` prints docs/SCHEMAS.md from these definitions and from the
+typed manifests (``genre_batch.manifests``); a test checks the two agree, so the
+documentation cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -173,7 +174,9 @@ def render_markdown() -> str:
             doc = (fld.metadata or {}).get(b"doc", b"").decode()
             lines.append(f"| `{fld.name}` | `{fld.type}` | {'yes' if fld.nullable else 'no'} | {doc} |")
         lines.append("")
-    return "\n".join(lines)
+    from genre_batch import manifests  # the JSON documents beside the tables
+
+    return "\n".join(lines + manifests.render_markdown())
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Batch inference over tiles (Ray Data), pooled per song without a shuffle. Shared by `train`
-(evaluation), `index` and `nightly`.
+(evaluation), `index` and `nightly`; the kernel itself is the library's
+(``genre_batch.inference``), which ``classify`` runs too.
 
 CPU stages (read, decode of tile blobs) and the model stage are separate: the model lives in
 a small actor pool that loads it once per actor, on a GPU when the cluster has one.
@@ -14,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from genre_batch.config import FeatureConfig
-from genre_batch.pooling import merge_song_sums, pooled_songs, song_sums
-from genre_batch.storage import filesystem, pyarrow_filesystem, read_bytes
-from genre_batch.tiles import tiles_from_binary
+from genre_batch.evaluation import PredictSongs
+from genre_batch.inference import POOLED_COLUMNS, TileClassifier, pooled_frame, predict_songs_in_process
+from genre_batch.storage import filesystem, join, pyarrow_filesystem, read_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -36,43 +37,12 @@ class TileModel:
     def __init__(self, model_uri: str, features: dict[str, Any], use_gpu: bool, threads: int = 1) -> None:
         import torch
 
-        from genre_batch.checkpoint import load_model_bundle
-
         torch.set_num_threads(max(1, threads))
-        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self.features = FeatureConfig.from_dict(features)
-        bundle = load_model_bundle(read_bytes(model_uri), expected_features=self.features)
-        self.model = bundle.model.to(self.device).eval()
-        self.label_ids = {label: i for i, label in enumerate(bundle.labels)}
+        device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.classifier = TileClassifier.load(read_bytes(model_uri), FeatureConfig.from_dict(features), device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
-        from genre_batch.models import tiles_to_input
-
-        tiles = torch.from_numpy(tiles_from_binary(batch["tile"], self.features).copy()).to(self.device)
-        with torch.inference_mode():
-            logits, embedding = self.model.forward_with_embedding(tiles_to_input(tiles))
-            probs = torch.softmax(logits.float(), dim=1)
-        label_ids = np.array([self.label_ids.get(label, -1) if label else -1 for label in batch["label"]], np.int64)
-        return song_sums(batch["song_id"], probs.cpu().numpy(), embedding.float().cpu().numpy(), label_ids)
-
-
-POOLED_COLUMNS = ["song_id", "n_tiles", "tiles_correct", "probs", "embedding"]
-
-
-def pooled_frame(parts: list[dict[str, np.ndarray]]) -> pd.DataFrame:
-    """Per-batch song sums -> one row per song (sorted by id), columns ``POOLED_COLUMNS``."""
-    if not parts:
-        return pd.DataFrame(columns=POOLED_COLUMNS)
-    pooled = pooled_songs(merge_song_sums(parts))
-    return pd.DataFrame({
-        "song_id": pooled["song_id"],
-        "n_tiles": pooled["n_tiles"],
-        "tiles_correct": pooled["tiles_correct"],
-        "probs": list(pooled["probs"]),
-        "embedding": list(pooled["embedding"]),
-    })
+        return self.classifier.song_sums(batch)
 
 
 def predict_songs(
@@ -122,35 +92,6 @@ def predict_songs(
     return frame
 
 
-def predict_songs_locally(
-    tile_uris: list[str], model_uri: str, features: FeatureConfig, song_ids: set[str], batch_size: int = 64
-) -> pd.DataFrame:
-    """The same per-song outputs as ``predict_songs``, computed in this process.
-
-    For a handful of songs (a nightly delta) starting Ray workers and a model actor costs far
-    more than the work itself; the same TileModel and merge make the rows the same.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from genre_batch.tables import read_table
-
-    model = TileModel(model_uri, features.to_dict(), use_gpu=False, threads=1)
-    wanted = pa.array(sorted(song_ids), pa.string())
-    parts = []
-    for uri in tile_uris:
-        table = read_table(uri, ["song_id", "tile", "label"])
-        table = table.filter(pc.is_in(table["song_id"], wanted))
-        for start in range(0, table.num_rows, batch_size):
-            chunk = table.slice(start, batch_size)
-            parts.append(model({
-                "song_id": np.asarray(chunk["song_id"].to_pylist(), dtype=object),
-                "tile": np.asarray(chunk["tile"].to_pylist(), dtype=object),
-                "label": np.asarray(chunk["label"].to_pylist(), dtype=object),
-            }))
-    return pooled_frame(parts)
-
-
 def runs_locally(songs: pd.DataFrame, use_gpu: bool, local_max_tiles: int = LOCAL_MAX_TILES) -> bool:
     """Whether ``predict_songs_of`` serves these songs in this process (no Ray needed)."""
     return int(songs["n_tiles"].sum()) <= local_max_tiles and not use_gpu
@@ -172,11 +113,21 @@ def predict_songs_of(
 
     ``splits`` narrows what the Ray Data path reads when the songs are those of some splits.
     """
-    from genre_batch.storage import join
-
     shards = [join(ingest_area, name) for name in sorted(set(songs["tiles_file"]))]
     wanted = set(songs["song_id"])
     if runs_locally(songs, use_gpu, local_max_tiles):
-        return predict_songs_locally(shards, model_uri, features, wanted, batch_size=batch_size)
+        classifier = TileClassifier.load(read_bytes(model_uri), features)
+        return predict_songs_in_process(shards, classifier, wanted, batch_size=batch_size)
     pooled = predict_songs(shards, model_uri, features, splits=splits, use_gpu=use_gpu, batch_size=batch_size)
     return pooled[pooled["song_id"].isin(wanted)].reset_index(drop=True)
+
+
+def songs_predictor(ingest_area: str, model_uri: str, features: FeatureConfig, *, use_gpu: bool = False,
+                    batch_size: int = 64) -> PredictSongs:
+    """``predict_songs_of`` with this model fixed: the predict function that the library's
+    evaluation (``genre_batch.evaluation``) takes."""
+    def predict(songs: pd.DataFrame, splits: tuple[str, ...]) -> pd.DataFrame:
+        return predict_songs_of(songs, ingest_area, model_uri, features, use_gpu=use_gpu,
+                                batch_size=batch_size, splits=splits)
+
+    return predict

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real S3 server per session, a private local Ray (2 CPUs) per module."""
+"""Shared fixtures: a real S3 server per session (started only for the modules that use it),
+a private local Ray (2 CPUs) per module."""
 
 from __future__ import annotations
 
@@ -41,10 +42,9 @@ def s3_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def ray_local(s3_server):
-    """A private local Ray with 2 CPUs per test module (modules that start their own
-    cluster must not see a second Ray instance), with the S3 server's environment.
+@contextmanager
+def local_ray() -> Iterator[object]:
+    """A private local Ray with 2 CPUs, in this process's environment.
 
     Token auth off, knowingly: a throwaway Ray on loopback. With Ray 2.60's default (token
     on), the first ``ray.init`` sets RAY_AUTH_MODE=token in this process and caches the token
@@ -61,8 +61,27 @@ def ray_local(s3_server):
         ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="gb-ray-", dir="/tmp"),
                  logging_level="ERROR", runtime_env={"env_vars": {"NUMBA_CACHE_DIR": os.environ["NUMBA_CACHE_DIR"]}})
         quiet_ray_data()
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A private local Ray per test module (modules that start their own cluster must not see
+    a second Ray instance). No S3 server: a module whose Ray workers talk to S3 takes
+    ``ray_local_s3``."""
+    with local_ray() as ray:
         yield ray
-        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_local_s3(s3_server):
+    """``ray_local`` started inside the S3 server's environment, so that its workers inherit
+    the endpoint and credentials exactly as they would on a cluster node."""
+    with local_ray() as ray:
+        yield ray
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,12 @@ from genre_batch.layout import RootLayout
 from genre_batch.models import build_model
 from genre_batch.storage import publish, write_bytes
 from genre_batch.tables import read_frame
+from genre_batch.training import label_vocabulary
 
 
 def publish_untrained_model(root: str, run: str, seed: int = 0) -> None:
     """Publish a freshly initialised CNN for the published ingest's genres under any root URI,
     laid out as `train` lays out a trained run (models/<run>/model.pt, models/LATEST)."""
-    from pipelines.train import label_vocabulary
-
     ingest = published_ingest(root)
     labels = label_vocabulary(read_frame(ingest.songs_uri))
     torch.manual_seed(seed)

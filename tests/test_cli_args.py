@@ -69,3 +69,34 @@ def test_configs_check_their_ranges():
             build()
     assert issubclass(ConfigError, GenreBatchError) and issubclass(ConfigError, ValueError)
     TrainConfig(), IndexConfig(), FeatureConfig(), SplitConfig()  # the defaults are in range
+
+
+@pytest.mark.parametrize("job", ["train", "index", "nightly"])
+def test_the_jobs_agree_on_the_device_flags(job):
+    """train, index and nightly: GPUs when the cluster has any (None), --gpu insists, --cpu never."""
+    from genre_batch.cli import build_parser
+
+    base = [job, "--root", "r"] + (["--catalogue", "c"] if job == "nightly" else [])
+    parse = build_parser(base).parse_args
+    assert parse(base).use_gpu is None
+    assert parse(base + ["--gpu"]).use_gpu is True
+    assert parse(base + ["--cpu"]).use_gpu is False
+    with pytest.raises(SystemExit):
+        parse(base + ["--gpu", "--cpu"])
+
+
+def test_the_device_flags_say_what_they_do(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: on GPUs when the cluster has any" in text and "on CPUs only" in text
+
+
+def test_ingest_and_nightly_share_the_ingest_config():
+    from genre_batch.cli import build_parser
+    from genre_batch.config import IngestConfig
+
+    for argv in (["ingest", "--catalogue", "c", "--root", "r"], ["nightly", "--catalogue", "c", "--root", "r"]):
+        assert build_parser(argv).parse_args(argv).files_per_task == IngestConfig().files_per_task
+    with pytest.raises(ConfigError):
+        IngestConfig(files_per_task=0)

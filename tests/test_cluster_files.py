@@ -262,7 +262,7 @@ def test_rayjob_train_gpus_match_workers() -> None:
     manifest = rayjob("train")
     _, argv = entrypoint_argv(manifest)
     args = parse_with_module("pipelines.train", argv)
-    assert args.gpu and args.workers >= 1, "train on the cluster should use --workers N --gpu"
+    assert args.use_gpu is True and args.workers >= 1, "train on the cluster should use --workers N --gpu"
     groups = gpu_groups(manifest["spec"]["rayClusterSpec"])
     startable = sum(group["maxReplicas"] * gpus_per_pod(group) for group in groups)
     assert args.workers <= startable, f"--workers {args.workers} but at most {startable} GPUs"

@@ -244,8 +244,12 @@ def test_a_batch_mixing_known_and_missing_artists_labels_and_splits(tmp_path: Pa
     (pandas would make it NaN: a float, truthy, that broke the artist split and the labels)."""
     import dataclasses
 
+    import json
+
+    import pyarrow as pa
+
     from genre_batch.layout import RootLayout
-    from pipelines.ingest import ingest_locally
+    from pipelines.ingest import ingest_batch
 
     files = []
     for name, artist, label, split in (("a.wav", "Son House", "blues", "test"), ("b.wav", None, None, None)):
@@ -253,8 +257,13 @@ def test_a_batch_mixing_known_and_missing_artists_labels_and_splits(tmp_path: Pa
         files.append(dataclasses.replace(
             catalogue_file(name, label=label, artist=artist, split_override=split, root=str(tmp_path / "cat")),
             size_bytes=len(data)))
-    songs, errors = ingest_locally(files, RootLayout(str(tmp_path / "root")), "v1", FeatureConfig(), SplitConfig(),
-                                   labels_from_tags=False)
+    layout = RootLayout(str(tmp_path / "root"))
+    outcomes = ingest_batch(pa.Table.from_pylist([catalogue_record(f) for f in files]),
+                            tiles_dir=layout.tiles_dir("v1"), shard_prefix=layout.tiles_prefix("v1"),
+                            features=FeatureConfig().to_dict(), splits=SplitConfig().to_dict(),
+                            labels_from_tags=False).to_pylist()
+    songs = [json.loads(o["record"]) for o in outcomes if o["kind"] == "song"]
+    errors = [json.loads(o["record"]) for o in outcomes if o["kind"] == "error"]
     assert errors == []
     by_path = {song["relative_path"]: song for song in songs}
     assert (by_path["a.wav"]["artist"], by_path["a.wav"]["label"], by_path["a.wav"]["split"]) == ("Son House", "blues", "test")
@@ -267,8 +276,8 @@ def test_links_in_a_catalogue_are_ingested_and_a_broken_one_is_an_error_row(tmp_
     """A folder of links, listed and ingested as the jobs do: the link to a file becomes a
     song, the broken link a `read` error row that says what it points to; nothing is dropped."""
     from genre_batch.catalogue import list_catalogue
+    from genre_batch.ingest import ingest_group
     from genre_batch.layout import RootLayout
-    from pipelines.ingest import ingest_locally
 
     write_audio(tmp_path / "store" / "song.wav", noisy_sine(330, 7.0, 22050), 22050, "WAV")
     (tmp_path / "cat" / "folk").mkdir(parents=True)
@@ -276,8 +285,9 @@ def test_links_in_a_catalogue_are_ingested_and_a_broken_one_is_an_error_row(tmp_
     (tmp_path / "cat" / "folk" / "gone.wav").symlink_to(tmp_path / "store" / "deleted.wav")
 
     files = list_catalogue(str(tmp_path / "cat"))
-    songs, errors = ingest_locally(files, RootLayout(str(tmp_path / "root")), "v1", FeatureConfig(), SplitConfig(),
-                                   labels_from_tags=False)
+    layout = RootLayout(str(tmp_path / "root"))
+    songs, errors = ingest_group(files, layout.tiles_dir("v1"), layout.tiles_prefix("v1"), FeatureConfig(),
+                                 SplitConfig(), labels_from_tags=False)
 
     assert [(s["relative_path"], s["label"]) for s in songs] == [("folk/linked.wav", "folk")]
     assert [(e["relative_path"], e["stage"], e["error_type"]) for e in errors] == [

@@ -14,6 +14,7 @@ from genre_batch.answers import PublishedIndex
 from genre_batch.artifacts import published_ingest
 from genre_batch.cli import main
 from genre_batch.commands import write_demo_catalogue
+from genre_batch.config import IngestConfig
 from genre_batch.layout import RootLayout
 from genre_batch.storage import latest_version, read_json
 from genre_batch.synth import plan_catalogue, render_song
@@ -67,14 +68,16 @@ def test_local_and_ray_embeddings_agree(grown):
     while that index is live."""
     import numpy as np
 
-    from pipelines.inference import predict_songs_locally
+    from genre_batch.inference import TileClassifier, predict_songs_in_process
+    from genre_batch.storage import read_bytes
 
     index = PublishedIndex(grown["root"])
     ingest = published_ingest(grown["root"])
-    assert index.version.manifest["ingest_version"] == ingest.version
+    assert index.version.manifest.ingest_version == ingest.version
     by_ray = index.predictions.set_index("song_id").sort_index()
     model_copy = RootLayout(grown["root"]).index_model_file(index.version.version)
-    local = predict_songs_locally(ingest.tile_uris, model_copy, ingest.feature_config, set(by_ray.index))
+    classifier = TileClassifier.load(read_bytes(model_copy), ingest.feature_config)
+    local = predict_songs_in_process(ingest.tile_uris, classifier, set(by_ray.index))
     local = local.set_index("song_id").sort_index()
     assert list(local.index) == list(by_ray.index)
     assert local["n_tiles"].tolist() == by_ray["n_tiles"].tolist()
@@ -103,7 +106,7 @@ def test_incremental_add_remove_replace(grown, capsys):
 
     added = add_songs(catalogue, 3, seed=77)
     # 3 files > 2 per task and no local embedding: this run goes through Ray Data.
-    report = run_nightly(str(catalogue), root, files_per_task=2, local_max_tiles=0)
+    report = run_nightly(str(catalogue), root, ingest_config=IngestConfig(files_per_task=2), local_max_tiles=0)
     assert report.counts["new"] == 3 and report.counts["changed"] == 0
     songs = songs_table(root)
     new_rows = songs[songs["relative_path"].isin(added)]
@@ -147,7 +150,7 @@ def test_touching_a_file_decodes_nothing(grown):
 def test_retention_keeps_what_the_live_index_reads(grown):
     """Nightly runs that publish only ingest versions (touched files) must not prune the
     ingest version the live index was built from: `similar --audio` reads its songs table."""
-    from pipelines.nightly import version_names
+    from genre_batch.retention import version_names
 
     root, layout = grown["root"], RootLayout(grown["root"])
     songs = songs_table(root)
@@ -162,7 +165,7 @@ def test_retention_keeps_what_the_live_index_reads(grown):
     assert touch_and_run(0).published == ["ingest"]
     publish_untrained_model(root, "untrained-2")
     assert run_nightly(str(grown["catalogue"]), root, keep=2).published == ["index"]
-    index_ingest = PublishedIndex(root).version.manifest["ingest_version"]
+    index_ingest = PublishedIndex(root).version.manifest.ingest_version
     assert not any(path.startswith(index_ingest) for path in read_json(layout.ingest_manifest(index_ingest))["files"]["tiles"])
     pruned = []
     for i in range(1, 5):
@@ -197,8 +200,8 @@ def test_interrupted_publish_leaves_previous_version_live(grown):
     added = add_songs(catalogue, 1, seed=78)
     killed_at_publish = (
         "import os, signal, sys\n"
-        "import pipelines.index\n"
-        "pipelines.index.publish = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "import genre_batch.indexing\n"
+        "genre_batch.indexing.publish = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
         "from genre_batch.cli import main\n"
         f"sys.exit(main(['nightly', '--catalogue', {str(catalogue)!r}, '--root', {root!r}]))\n"
     )
@@ -259,7 +262,7 @@ def test_retrain_publishes_a_better_model_and_re_embeds_every_song(grown):
     assert report.model_run == candidate and latest_version(layout.models_area, "model") == candidate
     assert report.published == ["model", "index"]
     after = PublishedIndex(root)
-    assert after.version.manifest["model_run"] == candidate
+    assert after.version.manifest.model_run == candidate
     assert len(after.predictions) == len(songs)
     # Every song's vector comes from the new model: none equals its previous embedding.
     old = dict(zip(before.predictions["song_id"], before.vectors("embedding")))

@@ -60,7 +60,7 @@ def run_in_process(*argv: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def s3_run(s3_server, tmp_path_factory, ray_local):
+def s3_run(s3_server, tmp_path_factory, ray_local_s3):
     s3_server.reset()
     fs = s3fs.S3FileSystem(endpoint_url=s3_server.endpoint)
     fs.mkdir("gb-catalogue")

@@ -1,5 +1,5 @@
 """What the training workers are fed: the labelled train and valid tiles, read in one go
-when small (pipelines.train.small_split_blocks)."""
+when small (genre_batch.training.small_split_blocks)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from genre_batch import schemas
-from pipelines import train
+from genre_batch import training
 
 
 def write_shard(path, rows: list[tuple[str, int, str | None, str]]) -> None:
@@ -26,15 +26,14 @@ def write_shard(path, rows: list[tuple[str, int, str | None, str]]) -> None:
     pq.write_table(table, path)
 
 
-def test_small_splits_keep_exactly_the_labelled_train_and_valid_tiles(tmp_path, monkeypatch):
+def test_small_splits_keep_exactly_the_labelled_train_and_valid_tiles(tmp_path):
     write_shard(tmp_path / "a.parquet", [("s1", 0, "rock", "train"), ("s1", 1, "rock", "train"),
                                          ("s2", 0, "jazz", "valid"), ("s3", 0, "jazz", "test")])
     write_shard(tmp_path / "b.parquet", [("s4", 0, None, "train"), ("s5", 0, "polka", "train"),
                                          ("s6", 0, "rock", "train"), ("s6", 1, "rock", "train"),
                                          ("s6", 2, "rock", "train")])
-    monkeypatch.setattr(train, "IN_MEMORY_BLOCK_TILES", 2)
     paths = [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
-    blocks = train.small_split_blocks(pafs.LocalFileSystem(), paths, ["jazz", "rock"])
+    blocks = training.small_split_blocks(pafs.LocalFileSystem(), paths, ["jazz", "rock"], block_tiles=2)
 
     assert [b.num_rows for b in blocks["train"]] == [2, 2, 1]  # unlabelled, polka and test left out
     tiles = [t for b in blocks["train"] for t in b.column("tile").to_pylist()]
@@ -45,7 +44,7 @@ def test_small_splits_keep_exactly_the_labelled_train_and_valid_tiles(tmp_path, 
 
 def test_a_split_with_no_tiles_is_one_empty_block(tmp_path):
     write_shard(tmp_path / "a.parquet", [("s1", 0, "rock", "train"), ("s2", 0, "jazz", "train")])
-    blocks = train.small_split_blocks(pafs.LocalFileSystem(), [str(tmp_path / "a.parquet")], ["jazz", "rock"])
+    blocks = training.small_split_blocks(pafs.LocalFileSystem(), [str(tmp_path / "a.parquet")], ["jazz", "rock"])
     assert [b.num_rows for b in blocks["valid"]] == [0]
     assert blocks["valid"][0].schema.names == ["tile", "label", "split"]
 
@@ -64,7 +63,7 @@ def test_the_same_tiles_come_in_one_order_whatever_the_shards(tmp_path):
 
     def tiles(folder) -> dict[str, list[bytes]]:
         paths = sorted(str(p) for p in folder.iterdir())
-        blocks = train.small_split_blocks(pafs.LocalFileSystem(), paths, ["jazz", "rock"])
+        blocks = training.small_split_blocks(pafs.LocalFileSystem(), paths, ["jazz", "rock"])
         return {split: [t for b in bs for t in b.column("tile").to_pylist()] for split, bs in blocks.items()}
 
     assert tiles(one) == tiles(two) == {"train": [b"s1:0", b"s1:1", b"s3:0", b"s3:1", b"s4:0"], "valid": [b"s2:0"]}

@@ -1,0 +1,86 @@
+"""``TrainLoop``, the training workers' loop, on plain torch batches (no Ray): it learns, its
+validation pass changes nothing, it checkpoints and resumes, and a seed gives one model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genre_batch.checkpoint import CheckpointError
+from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
+from genre_batch.training import TrainLoop, cosine_lr
+
+FEATURES = FeatureConfig()
+SMALL = ModelConfig(channels=(4, 8), embedding_dim=16, dropout=0.0)
+CONFIG = TrainConfig(epochs=10, batch_size=4, learning_rate=3e-3, seed=3, model=SMALL, freq_mask=0, time_mask=0)
+LABELS = ["dark", "bright"]
+
+
+def batches(seed: int, n_batches: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Two classes a CNN tells apart at once: dark tiles (0..100) and bright ones (150..255)."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        targets = torch.tensor([0, 1, 0, 1])
+        low = torch.randint(0, 100, (4, 256, 256), generator=generator)
+        high = torch.randint(150, 256, (4, 256, 256), generator=generator)
+        out.append((torch.where(targets[:, None, None] == 1, high, low).to(torch.uint8), targets))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(one_torch_thread):
+    loop = TrainLoop(CONFIG, FEATURES, LABELS)
+    metrics = [loop.run_epoch(epoch, batches(epoch), batches(100)) for epoch in range(CONFIG.epochs)]
+    return loop, metrics
+
+
+def test_it_learns_and_keeps_every_epochs_numbers(trained):
+    loop, metrics = trained
+    assert loop.history == metrics and [m["epoch"] for m in metrics] == list(range(1, CONFIG.epochs + 1))
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
+    assert metrics[-1]["train_accuracy"] == metrics[-1]["valid_accuracy"] == 1.0  # BatchNorm statistics settle by then
+    assert all(m["tiles_per_s"] > 0 and m["epoch_seconds"] > 0 for m in metrics)
+
+
+def test_the_learning_rate_follows_the_cosine_of_the_epoch(trained):
+    loop, _ = trained
+    last = CONFIG.epochs - 1
+    assert loop.optimizer.param_groups[0]["lr"] == pytest.approx(cosine_lr(CONFIG.learning_rate, last, CONFIG.epochs))
+    assert cosine_lr(1.0, 0, 10) == 1.0 and cosine_lr(1.0, 9, 10) == pytest.approx(0.05)
+
+
+def test_the_validation_pass_changes_no_weight_and_keeps_no_gradient(trained):
+    loop, _ = trained
+    before = {k: v.clone() for k, v in loop.model.state_dict().items()}
+    totals = loop.run_pass(batches(7), train=False)
+    assert totals.seen == 12 and not loop.model.training
+    after = loop.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm statistics included
+
+
+def test_a_checkpoint_resumes_where_it_stopped(trained):
+    loop, metrics = trained
+    state = loop.checkpoint_state(CONFIG.epochs - 1, metrics[-1])
+    resumed = TrainLoop(CONFIG, FEATURES, LABELS, seed=99)
+    resumed.restore(state)
+    assert resumed.start_epoch == CONFIG.epochs and resumed.history == loop.history
+    assert all(torch.equal(a, b) for a, b in zip(resumed.model.state_dict().values(), loop.model.state_dict().values()))
+    assert state["extra"]["train_config"] == CONFIG.to_dict()
+
+
+def test_it_refuses_to_resume_on_other_genres(trained):
+    loop, metrics = trained
+    state = loop.checkpoint_state(0, metrics[0])
+    with pytest.raises(CheckpointError, match="trained on genres"):
+        TrainLoop(CONFIG, FEATURES, ["bright", "dark"]).restore(state)
+
+
+def test_one_seed_one_model(one_torch_thread):
+    def train_once() -> dict[str, torch.Tensor]:
+        loop = TrainLoop(CONFIG, FEATURES, LABELS)
+        loop.run_epoch(0, batches(0), batches(100))
+        return loop.model.state_dict()
+
+    first, second = train_once(), train_once()
+    assert all(torch.equal(first[k], second[k]) for k in first)
