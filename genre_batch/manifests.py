@@ -37,6 +37,16 @@ def json_key(fld: dataclasses.Field[Any]) -> str:
     return str(fld.metadata.get("key", fld.name))
 
 
+def document_keys(cls: type, *constant_keys: str) -> tuple[set[str], set[str]]:
+    """The top-level JSON keys of a document class: (required, optional). A field whose
+    default is None may be absent; ``constant_keys`` (``kind``, ...) are written by ``to_dict``
+    with the same value every time."""
+    required, optional = set(constant_keys), set[str]()
+    for fld in dataclasses.fields(cls):
+        (optional if fld.default is None else required).add(json_key(fld).split(".")[0])
+    return required, optional
+
+
 def check_keys(data: Mapping[str, Any], required: set[str], optional: set[str], what: str, where: str) -> None:
     missing = sorted(required - set(data))
     unknown = sorted(set(data) - required - optional)
@@ -116,8 +126,7 @@ class IngestManifest(JsonDocument):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "ingest manifest") -> "IngestManifest":
         _check_kind(data, cls.KIND, where)
-        check_keys(data, {"kind", "version", "catalogue", "labels", "feature_config", "split_config",
-                          "code_version", "files", "counts", "splits"}, {"previous", "seconds"}, "ingest manifest", where)
+        check_keys(data, *document_keys(cls, "kind"), "ingest manifest", where)
         files = data["files"]
         check_keys(files, {"tiles", "songs", "errors"}, set(), "ingest manifest's files", where)
         if (files["songs"], files["errors"]) != (cls.SONGS_FILE, cls.ERRORS_FILE):
@@ -185,9 +194,7 @@ class IndexManifest(JsonDocument):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "index manifest") -> "IndexManifest":
         _check_kind(data, cls.KIND, where)
-        check_keys(data, {"kind", "version", "model_run", "model", "model_sha256", "ingest_version", "labels",
-                          "feature_config", "model_config", "embedding_dim", "metric", "n_trees", "songs",
-                          "threshold", "files", "code_version"}, set(), "index manifest", where)
+        check_keys(data, *document_keys(cls, "kind", "metric", "files"), "index manifest", where)
         if data["metric"] != cls.METRIC or dict(data["files"]) != cls.FILES:
             raise ManifestError(f"{where}: metric {data['metric']!r} and files {data['files']} are not "
                                 f"{cls.METRIC!r} and {cls.FILES}")
@@ -226,9 +233,8 @@ class SplitMetrics:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "split metrics") -> "SplitMetrics":
-        names = {f.name for f in dataclasses.fields(cls)}
-        check_keys(data, names, set(), "split's metrics", where)
-        return cls(**{name: data[name] for name in names})
+        check_keys(data, *document_keys(cls), "split's metrics", where)
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -267,7 +273,7 @@ class RunMetrics(JsonDocument):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "run metrics") -> "RunMetrics":
-        check_keys(data, {f.name for f in dataclasses.fields(cls)}, set(), "training run's metrics", where)
+        check_keys(data, *document_keys(cls), "training run's metrics", where)
         return cls(
             run=str(data["run"]),
             ingest_version=str(data["ingest_version"]),
