@@ -111,15 +111,24 @@ class Step:
 
 
 class CallTimer:
-    """Wall seconds spent inside some functions of pipelines.index (summed per name).
+    """Wall seconds spent inside the index stages of both jobs (summed per label).
 
-    ``run_index`` and ``run_nightly`` look ``embed_songs``/``publish_index`` up in
-    pipelines.index when they run, and ``publish_index`` looks up ``SongIndex``,
-    ``write_rows``, ``upload_file`` and ``save_plots`` there, so wrapping the module's
-    attributes splits both jobs into the same parts without touching library code.
+    ``run_index`` and ``run_nightly`` look ``embed_songs`` up in pipelines.index and
+    ``publish_index_version`` up in their own modules when they run, and
+    ``publish_index_version`` looks up ``write_rows``, ``upload_file``, ``save_plots`` and
+    ``SongIndex`` in genre_batch.indexing, so wrapping those attributes splits both jobs into
+    the same parts without touching library code.
     """
 
-    WRAPPED = ("embed_songs", "publish_index", "write_rows", "upload_file", "save_plots")
+    # (module, attribute, label)
+    WRAPPED = (
+        ("pipelines.index", "embed_songs", "embed_songs"),
+        ("pipelines.index", "publish_index_version", "publish_index"),
+        ("pipelines.nightly", "publish_index_version", "publish_index"),
+        ("genre_batch.indexing", "write_rows", "write_rows"),
+        ("genre_batch.indexing", "upload_file", "upload_file"),
+        ("genre_batch.indexing", "save_plots", "save_plots"),
+    )
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -136,20 +145,23 @@ class CallTimer:
 
     @contextlib.contextmanager
     def active(self) -> Iterator["CallTimer"]:
-        import pipelines.index as index_module
+        import importlib
 
-        originals = {name: getattr(index_module, name) for name in self.WRAPPED}
-        song_index = index_module.SongIndex
-        build = song_index.__dict__["build"]  # the classmethod object itself
+        from genre_batch.index import SongIndex
+
+        modules = {name: importlib.import_module(name) for name, _, _ in self.WRAPPED}
+        originals = [(modules[module], attribute, label, getattr(modules[module], attribute))
+                     for module, attribute, label in self.WRAPPED]
+        build = SongIndex.__dict__["build"]  # the classmethod object itself
         try:
-            for name, function in originals.items():
-                setattr(index_module, name, self._timed(name, function))
-            song_index.build = classmethod(self._timed("annoy_build", build.__func__))
+            for module, attribute, label, function in originals:
+                setattr(module, attribute, self._timed(label, function))
+            SongIndex.build = classmethod(self._timed("annoy_build", build.__func__))
             yield self
         finally:
-            for name, function in originals.items():
-                setattr(index_module, name, function)
-            song_index.build = build
+            for module, attribute, _, function in originals:
+                setattr(module, attribute, function)
+            SongIndex.build = build
 
 
 def timed(name: str, body: Callable[[], dict[str, Any] | None]) -> Step:
