@@ -115,13 +115,34 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of the tile CNN; stored in every checkpoint so it can be rebuilt exactly."""
+    """Family and sizes of a model; stored in every checkpoint so it can be rebuilt exactly.
+
+    What ``channels`` and ``stem_stride`` mean is the family's (``genre_batch.models``):
+    widths of conv blocks or stages (cnn, crnn, resnet), mel bands of the LSTM's input (rnn),
+    front-end filters per branch and mid-end width (musicnn); the stem's stride, or frames
+    per step. ``hidden``: recurrent units per direction (crnn, rnn).
+    """
 
     name: str = "cnn"
     channels: tuple[int, ...] = (16, 32, 64, 128)
     stem_stride: int = 4
     embedding_dim: int = 128
     dropout: float = 0.3
+    hidden: int = 64
+
+    @classmethod
+    def for_family(cls, name: str, **sizes: Any) -> "ModelConfig":
+        """The default sizes of a family, sized to train on a CPU (the ``sizes`` given win)."""
+        defaults: dict[str, dict[str, Any]] = {
+            "cnn": {},
+            "crnn": {"channels": (16, 32, 64, 64)},
+            "rnn": {"channels": (64,)},
+            "resnet": {"channels": (16, 32, 64, 128)},
+            "musicnn": {"channels": (16, 64), "stem_stride": 2},
+        }
+        if name not in defaults:
+            raise ConfigError(f"unknown model family {name!r}; known: {sorted(defaults)}")
+        return cls(name=name, **{**defaults[name], **sizes})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":

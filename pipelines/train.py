@@ -34,6 +34,7 @@ from genre_batch.evaluation import evaluate_model, valid_song_accuracy
 from genre_batch.layout import RootLayout
 from genre_batch.manifests import RunMetrics
 from genre_batch.metrics import format_metric
+from genre_batch.models import MODEL_REGISTRY
 from genre_batch.storage import check_writable, filesystem, publish, pyarrow_filesystem, read_bytes, upload_file
 from genre_batch.tables import read_frame
 from genre_batch.training import collate_tiles, finished_run, label_vocabulary, small_split_blocks
@@ -293,7 +294,8 @@ def run_train(root: str, train_config: TrainConfig = TrainConfig(), run: str | N
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     parser.add_argument("--root", required=True, help="storage root (holds the published ingest)")
-    parser.add_argument("--model", default=defaults.model.name, choices=["cnn"], help="model architecture")
+    parser.add_argument("--model", default=defaults.model.name, choices=sorted(MODEL_REGISTRY),
+                        help="model family (genre_batch/models/: cnn, crnn, rnn, resnet, musicnn), at its default sizes")
     parser.add_argument("--epochs", type=positive_int, default=defaults.epochs,
                         help="total epochs of the run (a run that has them already is not trained again)")
     parser.add_argument("--workers", type=positive_int, default=defaults.num_workers, help="Ray Train workers (DDP)")
@@ -315,7 +317,7 @@ def from_args(args: argparse.Namespace) -> TrainReport:
         seed=args.seed,
         num_workers=args.workers,
         use_gpu=args.use_gpu,
-        model=ModelConfig(name=args.model),
+        model=ModelConfig.for_family(args.model),
     )
     return run_train(args.root, config, run=args.run, address=args.address)
 

@@ -83,7 +83,7 @@ def test_tiles_to_input_range_shape_and_numpy() -> None:
 
 
 def test_build_model_unknown_name_lists_known() -> None:
-    with pytest.raises(ValueError, match=r"'transformer'.*\['cnn'\]"):
+    with pytest.raises(ValueError, match=r"'transformer'.*\['cnn', 'crnn', 'musicnn', 'resnet', 'rnn'\]"):
         build_model(ModelConfig(name="transformer"), n_classes=3)
 
 

@@ -1,0 +1,127 @@
+"""Every model family keeps the contract: uint8 tiles in, logits and a signed embedding (the
+penultimate layer) out of one pass; any tile size; every parameter learns; it saves, loads
+and resumes through the checkpoint; and it can learn a two-class toy task."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genre_batch.checkpoint import checkpoint_state, load_model_bundle, save_checkpoint
+from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
+from genre_batch.models import MODEL_REGISTRY, build_model, parameter_count, tiles_to_input
+from genre_batch.training import TrainLoop
+from tests.test_models import random_tiles, striped_tiles
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+FAMILIES = sorted(MODEL_REGISTRY)
+# Smaller than the defaults, so that the suite stays fast; the layouts are the same.
+SMALL = {
+    "cnn": ModelConfig.for_family("cnn", channels=(8, 16, 16, 32)),
+    "crnn": ModelConfig.for_family("crnn", channels=(8, 16, 16, 32), hidden=16),
+    "rnn": ModelConfig.for_family("rnn", channels=(32,), hidden=16),
+    "resnet": ModelConfig.for_family("resnet", channels=(8, 16, 16, 32)),
+    "musicnn": ModelConfig.for_family("musicnn", channels=(4, 16)),
+}
+
+
+def test_every_family_has_defaults_and_a_small_test_size():
+    assert set(SMALL) == set(FAMILIES) == {"cnn", "crnn", "rnn", "resnet", "musicnn"}
+    for name in FAMILIES:
+        assert ModelConfig.for_family(name).name == name
+    assert ModelConfig.for_family("cnn") == ModelConfig()  # the default model is unchanged
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_default_sizes_keep_the_contract(name):
+    model = build_model(ModelConfig.for_family(name), n_classes=10).eval()
+    tiles = random_tiles(2)
+    with torch.no_grad():
+        logits, embedding = model.forward_with_embedding(tiles)
+        again = model.embed(tiles)
+    assert logits.shape == (2, 10) and embedding.shape == (2, 128) and model.embedding_dim == 128
+    torch.testing.assert_close(embedding, again)  # eval mode is deterministic
+    torch.testing.assert_close(model(tiles_to_input(tiles)), logits)  # uint8 or converted input
+    assert (embedding < 0).any(), "the embedding is taken before the ReLU (signed)"
+    assert parameter_count(model) < 2_000_000  # sized to train on a CPU
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("shape", [(128, 128), (256, 96)])
+def test_other_tile_sizes(name, shape):
+    model = build_model(SMALL[name], n_classes=3).eval()
+    tiles = torch.randint(0, 256, (2, *shape), dtype=torch.uint8)
+    with torch.no_grad():
+        assert model(tiles).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_parameter_gets_a_gradient(name):
+    torch.manual_seed(0)
+    model = build_model(SMALL[name], n_classes=4).train()
+    F.cross_entropy(model(random_tiles(4, size=128)), torch.tensor([0, 1, 2, 3])).backward()
+    silent = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert silent == []
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_save_load_and_resume_through_the_checkpoint(name):
+    features, labels = FeatureConfig(), ["a", "b"]
+    config = TrainConfig(epochs=3, batch_size=4, seed=1, model=SMALL[name], freq_mask=0, time_mask=0)
+    loop = TrainLoop(config, features, labels)
+    tiles, targets = striped_tiles(2, size=256)
+    metrics = loop.run_epoch(0, [(tiles, targets)], [(tiles, targets)])
+    buffer = io.BytesIO()
+    save_checkpoint(loop.checkpoint_state(0, metrics), buffer)
+
+    bundle = load_model_bundle(buffer.getvalue())
+    assert bundle.model_config == SMALL[name] and type(bundle.model) is type(loop.model)
+    loop.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(bundle.model.embed(tiles), loop.model.embed(tiles))
+    resumed = TrainLoop(config, features, labels, seed=7)
+    resumed.restore(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
+    assert resumed.start_epoch == 1 and resumed.history == loop.history
+    resumed.run_epoch(1, [(tiles, targets)], [(tiles, targets)])  # and trains on from there
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_it_learns_a_toy_task(name):
+    """Horizontal stripes (loud mel bins) against vertical ones (onsets): timbre against rhythm,
+    which every family can see."""
+    torch.manual_seed(0)
+    tiles, labels = striped_tiles(8)
+    model = build_model(SMALL[name], n_classes=2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    x = tiles_to_input(tiles)
+    losses = []
+    model.train()
+    for _ in range(40):
+        loss = F.cross_entropy(model(x), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
+    model.eval()
+    with torch.no_grad():
+        assert float((model(tiles).argmax(dim=1) == labels).float().mean()) == 1.0, losses
+
+
+def test_a_checkpoint_of_the_first_model_still_loads():
+    """Checkpoints written before the families (no ``hidden`` in their model config) rebuild
+    the same cnn."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(), n_classes=2)
+    state = checkpoint_state(model, None, ["a", "b"], FeatureConfig(), ModelConfig(), 0, {}, [])
+    del state["model_config"]["hidden"]
+    bundle = load_model_bundle(state)
+    assert bundle.model_config == ModelConfig()
+    tiles = random_tiles(1)
+    with torch.no_grad():
+        torch.testing.assert_close(bundle.model(tiles), model.eval()(tiles))
