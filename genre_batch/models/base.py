@@ -68,9 +68,11 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int | tuple[i
     )
 
 
-def stem_kernel(stride: int) -> int:
-    """An odd kernel wider than the stride, so that strided windows overlap (7 at stride 4)."""
-    return max(3, 2 * stride - 1)
+def strided_stem(config: ModelConfig) -> nn.Sequential:
+    """The first layer of the conv families: ``channels[0]`` filters of an odd size wider than
+    the stride (7 x 7 at stride 4), so that the strided windows overlap."""
+    stride = config.stem_stride
+    return conv_bn_relu(1, config.channels[0], max(3, 2 * stride - 1), stride=stride)
 
 
 def pool_over_time(features: torch.Tensor) -> torch.Tensor:

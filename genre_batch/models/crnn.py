@@ -21,14 +21,14 @@ import torch
 from torch import nn
 
 from genre_batch.config import ModelConfig
-from genre_batch.models.base import EmbeddingModel, check_config, conv_bn_relu, pool_over_time, stem_kernel
+from genre_batch.models.base import EmbeddingModel, check_config, conv_bn_relu, pool_over_time, strided_stem
 
 
 class GenreCRNN(EmbeddingModel):
     def __init__(self, n_classes: int, config: ModelConfig) -> None:
         super().__init__()
         check_config(n_classes, config)
-        self.stem = conv_bn_relu(1, config.channels[0], stem_kernel(config.stem_stride), stride=config.stem_stride)
+        self.stem = strided_stem(config)
         blocks = []
         in_channels = config.channels[0]
         pools_time = (len(config.channels) + 1) // 2
