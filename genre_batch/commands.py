@@ -267,9 +267,42 @@ def _genres(args: argparse.Namespace) -> None:
           f"{counts.get('predicted', 0)} predicted, {counts.get('unknown', 0)} unknown -> {where}", file=sys.stderr)
 
 
+def _baseline_args(parser: argparse.ArgumentParser) -> None:
+    from genre_batch.baseline import L2, N_MFCC
+
+    parser.add_argument("--root", required=True, help="storage root with a published ingest")
+    parser.add_argument("--n-mfcc", type=positive_int, default=N_MFCC, help="MFCCs per frame")
+    parser.add_argument("--l2", type=float, default=L2, help="L2 penalty of the logistic regression")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _baseline(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from genre_batch.artifacts import published_ingest
+    from genre_batch.baseline import fit_baseline, song_features
+    from genre_batch.storage import join
+    from genre_batch.tables import read_frame
+    from genre_batch.training import label_vocabulary
+
+    ingest = published_ingest(args.root)
+    ingest.check_tiles()
+    songs = read_frame(ingest.songs_uri)
+    labels = label_vocabulary(songs)
+    labelled = songs[songs["label"].isin(labels)]
+    shards = [join(ingest.layout.ingest_area, name) for name in sorted(set(labelled["tiles_file"]))]
+    logger.info("MFCCs of %d labelled songs from %d tile shards", len(labelled), len(shards))
+    vectors = song_features(shards, set(labelled["song_id"]), ingest.feature_config, args.n_mfcc)
+    report = fit_baseline(songs, vectors, labels, n_mfcc=args.n_mfcc, l2=args.l2)
+    _emit({"ingest_version": ingest.version, **dataclasses.asdict(report)}, args.json,
+          f"ingest {ingest.version}: {report.summary()}")
+
+
 COMMANDS.update(
     {
         "evaluate": ("metrics of the published model and index", _evaluate_args, _evaluate),
+        "baseline": ("the yardstick: MFCC statistics + logistic regression on the published tiles' labelled songs",
+                     _baseline_args, _baseline),
         "classify": ("genre of audio files that are not in the catalogue", _classify_args, _classify),
         "similar": ("the songs nearest to a song of the catalogue or to an audio file", _similar_args, _similar),
         "playlist": ("a playlist from a listening history: its genre mix, near songs, a variety knob",
