@@ -47,6 +47,8 @@ COMMANDS.update(
         "train": _job("train", "train the tile CNN on the published tiles (Ray Train)"),
         "index": _job("index", "embed every song, decide genres, build and publish the Annoy index"),
         "nightly": _job("nightly", "bring tiles, predictions and the index up to date with a grown catalogue"),
+        "compare": _job("compare", "train model families over seeds, report them against the MFCC baseline, "
+                                   "publish the best on validation"),
     }
 )
 

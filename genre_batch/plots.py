@@ -192,3 +192,45 @@ def plot_embedding_map(
         _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def plot_family_comparison(
+    families: Sequence[str],
+    accuracy: Mapping[str, Sequence[Sequence[float]]],
+    baseline: Mapping[str, float],
+    genres: Sequence[str],
+    per_genre: np.ndarray,
+    path: str | os.PathLike[str],
+    title: str = "Model families",
+) -> None:
+    """Left: song accuracy per family and split (``accuracy[split][i] = (mean, sd)`` over seeds:
+    bars and whiskers), the baseline of each split as a dashed line. Right: per-genre test
+    accuracy ``[families, genres]`` as a heat map."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(10.0, 1.4 * len(families) + 0.5 * len(genres) + 6), 4.5))
+    try:
+        positions = np.arange(len(families))
+        width = 0.8 / max(1, len(accuracy))
+        colours = {"valid": "tab:blue", "test": "tab:orange"}
+        for offset, (split, pairs) in enumerate(accuracy.items()):
+            means = [pair[0] for pair in pairs]
+            sds = [0.0 if pair[1] != pair[1] else pair[1] for pair in pairs]
+            colour = colours.get(split, None)
+            left.bar(positions + (offset - (len(accuracy) - 1) / 2) * width, means, width, yerr=sds, capsize=3,
+                     label=f"{split} songs", color=colour)
+            if split in baseline and baseline[split] == baseline[split]:
+                left.axhline(baseline[split], linestyle="--", color=colour, linewidth=1,
+                             label=f"MFCC baseline, {split} ({baseline[split]:.2f})")
+        left.set_xticks(positions, list(families), rotation=20)
+        left.set_ylim(0, 1)
+        left.set_ylabel("song accuracy (mean ± sd over seeds)")
+        left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+        left.grid(True, axis="y", alpha=0.3)
+        image = right.imshow(np.asarray(per_genre, dtype=np.float64), cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+        fig.colorbar(image, ax=right, label="test song accuracy")
+        right.set_xticks(range(len(genres)), list(genres), rotation=45, ha="right")
+        right.set_yticks(range(len(families)), list(families))
+        right.set_title("per genre, test songs (mean over seeds)")
+        fig.suptitle(title)
+        _save(fig, path)
+    finally:
+        plt.close(fig)

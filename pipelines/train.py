@@ -30,7 +30,7 @@ from genre_batch.artifacts import IngestVersion, published_ingest
 from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
 from genre_batch.entry import add_device_flags, positive_int
 from genre_batch.errors import GenreBatchError
-from genre_batch.evaluation import evaluate_model, valid_song_accuracy
+from genre_batch.evaluation import PredictSongs, evaluate_model, valid_song_accuracy
 from genre_batch.layout import RootLayout
 from genre_batch.manifests import RunMetrics
 from genre_batch.metrics import format_metric
@@ -201,15 +201,10 @@ def _history(local_checkpoint: str) -> list[dict[str, float]]:
     return [dict(row) for row in load_checkpoint_state(local_checkpoint).get("history", [])]
 
 
-def train_and_evaluate(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, labels: list[str],
-                       run: str, config: TrainConfig) -> RunMetrics:
-    """Fit ``run``, evaluate its best model on the valid and test songs (plots beside it) and
-    write ``models/<run>/metrics.json``; publishing the run is the caller's choice."""
-    from pipelines.inference import songs_predictor
-
-    fitted = fit_model(layout, ingest, songs, labels, run, config)
-    predict = songs_predictor(ingest.layout.ingest_area, fitted.model_uri, ingest.feature_config,
-                              use_gpu=bool(config.use_gpu))
+def evaluate_run(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, labels: list[str], run: str,
+                 config: TrainConfig, fitted: FittedModel, predict: PredictSongs) -> RunMetrics:
+    """Evaluate a fitted run's best model on the valid and test songs (plots beside it) and
+    write ``models/<run>/metrics.json``."""
     evaluation = evaluate_model(predict, songs, labels, layout.model_dir(run), fitted.history)
     metrics = RunMetrics(
         run=run, ingest_version=ingest.version, labels=tuple(labels), best_epoch=fitted.best_epoch,
@@ -218,6 +213,17 @@ def train_and_evaluate(layout: RootLayout, ingest: IngestVersion, songs: pd.Data
     )
     metrics.write(layout.model_metrics(run))
     return metrics
+
+
+def train_and_evaluate(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, labels: list[str],
+                       run: str, config: TrainConfig) -> RunMetrics:
+    """Fit ``run``, evaluate it and write its metrics; publishing the run is the caller's choice."""
+    from pipelines.inference import songs_predictor
+
+    fitted = fit_model(layout, ingest, songs, labels, run, config)
+    predict = songs_predictor(ingest.layout.ingest_area, fitted.model_uri, ingest.feature_config,
+                              use_gpu=bool(config.use_gpu))
+    return evaluate_run(layout, ingest, songs, labels, run, config, fitted, predict)
 
 
 def validation_song_accuracy(ingest: IngestVersion, model_uri: str, use_gpu: bool = False,
@@ -299,7 +305,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int, default=defaults.epochs,
                         help="total epochs of the run (a run that has them already is not trained again)")
     parser.add_argument("--workers", type=positive_int, default=defaults.num_workers, help="Ray Train workers (DDP)")
-    add_device_flags(parser, "training (one GPU per worker)")
+    add_device_flags(parser, "the training workers")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
                         help="tiles per optimiser step, split across the workers")
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="AdamW learning rate")

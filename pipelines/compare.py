@@ -1,0 +1,166 @@
+"""Compare job: model families trained on the same published tiles, a few seeds each, judged
+in one report against the MFCC baseline fitted on the same songs in the same run.
+
+Each run is the train job's Ray stage (Ray Train, resumable: a run that already trained its
+epochs is not trained again), named ``<family>-seed<seed>-<ingest version>``; its best model
+embeds every song once (Ray Data), which gives the valid and test metrics and the genre
+precision@10 of similar songs. The report goes to ``models/compare-<time>/`` (report.json,
+report.csv, report.png) and the run with the best *validation* song accuracy is published as
+``models/LATEST`` (run `index` to use it).
+
+    python -m pipelines.compare --root URI [--models cnn,crnn,rnn,resnet,musicnn] [--seeds 3] [--epochs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from genre_batch.artifacts import IngestVersion, published_ingest
+from genre_batch.baseline import BaselineReport, fit_baseline, song_features
+from genre_batch.comparison import Comparison, RunRow, genre_precision_at_k, plot_comparison
+from genre_batch.config import ModelConfig, TrainConfig
+from genre_batch.entry import add_device_flags, positive_int
+from genre_batch.errors import ConfigError
+from genre_batch.layout import RootLayout
+from genre_batch.models import MODEL_REGISTRY, build_model, parameter_count
+from genre_batch.storage import check_writable, join, new_version, publish, upload_file, write_bytes, write_json
+from genre_batch.tables import read_frame
+from genre_batch.training import finished_run, label_vocabulary
+
+logger = logging.getLogger(__name__)
+
+FAMILIES = ("cnn", "crnn", "rnn", "resnet", "musicnn")
+
+
+@dataclass(frozen=True)
+class CompareReport:
+    comparison: Comparison
+    report_dir: str
+    seconds: float
+
+    def summary(self) -> str:
+        best = self.comparison.best_run()
+        return (f"compare {self.comparison.name} on ingest {self.comparison.ingest_version} "
+                f"({len(self.comparison.rows)} runs, {self.seconds:.0f}s):\n{self.comparison.table()}\n"
+                f"published {best.run} (best validation song accuracy, {best.valid_song_accuracy:.3f}) as "
+                f"models/LATEST; run `index` to use it. Report: {self.report_dir}")
+
+
+def baseline_of(ingest: IngestVersion, songs: pd.DataFrame, labels: list[str]) -> BaselineReport:
+    """The MFCC baseline on these labelled songs (library, in this process)."""
+    labelled = songs[songs["label"].isin(labels)]
+    shards = [join(ingest.layout.ingest_area, name) for name in sorted(set(labelled["tiles_file"]))]
+    return fit_baseline(songs, song_features(shards, set(labelled["song_id"]), ingest.feature_config), labels)
+
+
+def compare_run(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, labels: list[str], family: str,
+                seed: int, base: TrainConfig) -> RunRow:
+    """One family and seed: train it (or find it trained), embed every song with its best model
+    once, evaluate from those outputs; ``base.use_gpu`` is decided."""
+    from pipelines.inference import predict_songs_of
+    from pipelines.train import FittedModel, evaluate_run, fit_model
+
+    config = dataclasses.replace(base, seed=seed, model=ModelConfig.for_family(family))
+    run = f"{family}-seed{seed}-{ingest.version}"
+    started = time.perf_counter()
+    finished = finished_run(layout, run, ingest.version, labels, config.epochs)
+    fitted = (fit_model(layout, ingest, songs, labels, run, config) if finished is None
+              else FittedModel(layout.model_file(run), finished.best_epoch, list(finished.history)))
+    pooled = predict_songs_of(songs, layout.ingest_area, fitted.model_uri, ingest.feature_config,
+                              use_gpu=bool(config.use_gpu))
+    metrics = finished or evaluate_run(
+        layout, ingest, songs, labels, run, config, fitted,
+        lambda chosen, splits: pooled[pooled["song_id"].isin(chosen["song_id"])].reset_index(drop=True))
+    known = pooled.merge(songs[["song_id", "label", "split"]], on="song_id")
+    known = known[known["label"].isin(labels)].reset_index(drop=True)
+    # Test songs asking for similar songs among every labelled song.
+    embeddings = np.stack(known["embedding"].to_numpy()) if len(known) else np.zeros((0, 1), np.float32)
+    precision = genre_precision_at_k(embeddings, known["label"].tolist(), np.flatnonzero(known["split"] == "test"))
+    parameters = parameter_count(build_model(config.model, len(labels)))
+    return RunRow.of(family, seed, metrics, precision, parameters, time.perf_counter() - started)
+
+
+def write_report(layout: RootLayout, comparison: Comparison) -> str:
+    """report.json, report.csv and report.png under ``models/<comparison name>/``."""
+    directory = layout.model_dir(comparison.name)
+    write_json(join(directory, "report.json"), comparison.to_dict())
+    write_bytes(join(directory, "report.csv"), comparison.csv().encode("utf-8"))
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "report.png")
+        plot_comparison(comparison, local)
+        upload_file(local, join(directory, "report.png"))
+    return directory
+
+
+def run_compare(root: str, families: tuple[str, ...] = FAMILIES, seeds: int = 3,
+                train_config: TrainConfig = TrainConfig(), address: str | None = None) -> CompareReport:
+    from pipelines._ray import ensure_ray, use_gpus
+
+    started = time.perf_counter()
+    unknown = sorted(set(families) - set(MODEL_REGISTRY))
+    if unknown or not families:
+        raise ConfigError(f"--models: unknown families {unknown}; known: {sorted(MODEL_REGISTRY)}")
+    check_writable(root)
+    ingest = published_ingest(root)
+    ingest.check_tiles()
+    songs = read_frame(ingest.songs_uri)
+    labels = label_vocabulary(songs)
+    layout = RootLayout(root)
+    baseline = baseline_of(ingest, songs, labels)
+    logger.info("%s", baseline.summary())
+    ensure_ray(address)
+    config = dataclasses.replace(train_config, use_gpu=use_gpus(train_config.use_gpu))
+    rows = [compare_run(layout, ingest, songs, labels, family, train_config.seed + offset, config)
+            for family in families for offset in range(seeds)]
+    comparison = Comparison(f"compare-{new_version()}", ingest.version, tuple(rows), baseline)
+    report_dir = write_report(layout, comparison)
+    publish(layout.models_area, comparison.best_run().run)
+    return CompareReport(comparison, report_dir, time.perf_counter() - started)
+
+
+def family_list(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated family names."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = sorted(set(names) - set(MODEL_REGISTRY))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown families {unknown or '(none given)'}; known: {sorted(MODEL_REGISTRY)}")
+    return names
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainConfig()
+    parser.add_argument("--root", required=True, help="storage root (holds the published ingest)")
+    parser.add_argument("--models", type=family_list, default=FAMILIES, help="comma-separated families")
+    parser.add_argument("--seeds", type=positive_int, default=3, help="runs per family, seeds --seed, --seed+1, ...")
+    parser.add_argument("--epochs", type=positive_int, default=defaults.epochs, help="epochs per run")
+    parser.add_argument("--workers", type=positive_int, default=defaults.num_workers, help="Ray Train workers per run")
+    add_device_flags(parser, "training and inference")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="tiles per optimiser step")
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="AdamW learning rate")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="first seed")
+    parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
+
+
+def from_args(args: argparse.Namespace) -> CompareReport:
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+                         num_workers=args.workers, use_gpu=args.use_gpu)
+    return run_compare(args.root, args.models, args.seeds, config, address=args.address)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from genre_batch.entry import job_main
+
+    return job_main("compare", __doc__, add_arguments, from_args, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
