@@ -174,10 +174,17 @@ class TrainConfig:
     time_mask: int = 32
     shuffle_buffer_tiles: int = 512
     model: ModelConfig = field(default_factory=ModelConfig)
+    # The best epoch (model.pt) is the one with the best validation *song* accuracy (a song =
+    # mean of its tiles' probabilities, as `index` decides), or tile accuracy ("tile").
+    select_on: str = "song"
+    # Stop after this many epochs without a better selection score (0: train every epoch).
+    patience: int = 0
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "epochs", "batch_size", "num_workers", "shuffle_buffer_tiles")
-        _at_least(self, 0, "weight_decay", "freq_mask", "time_mask")
+        _at_least(self, 0, "weight_decay", "freq_mask", "time_mask", "patience")
+        if self.select_on not in ("song", "tile"):
+            raise ConfigError(f"select_on must be 'song' or 'tile', got {self.select_on!r}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0 <= self.label_smoothing < 1:

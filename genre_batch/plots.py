@@ -79,7 +79,7 @@ def plot_confusion_matrix(
 
 _CURVES: dict[str, tuple[str, ...]] = {
     "loss": ("train_loss", "valid_loss"),
-    "accuracy": ("train_accuracy", "valid_accuracy"),
+    "accuracy": ("train_accuracy", "valid_accuracy", "valid_song_accuracy"),
 }
 
 

@@ -29,8 +29,13 @@ from genre_batch.tiles import tiles_from_binary
 
 logger = logging.getLogger(__name__)
 
-# A batch as the workers get it: uint8 tiles [B, n_mels, tile_frames] and class ids [B].
-TileBatch = tuple[torch.Tensor, torch.Tensor]
+# A batch as the workers get it: uint8 tiles [B, n_mels, tile_frames], class ids [B] and each
+# tile's song as a row of the validation songs (-1: not one of them) [B].
+TileBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+# What a run's best epoch is chosen on (TrainConfig.select_on): validation *song* accuracy (a
+# song = the mean of its tiles' probabilities, as `index` decides it) or tile accuracy.
+SELECTION_METRICS = {"song": "valid_song_accuracy", "tile": "valid_accuracy"}
 
 
 def label_vocabulary(songs: pd.DataFrame) -> list[str]:
@@ -44,11 +49,32 @@ def label_vocabulary(songs: pd.DataFrame) -> list[str]:
     return labels
 
 
-def collate_tiles(batch: dict[str, np.ndarray], features: FeatureConfig, label_ids: dict[str, int]) -> TileBatch:
-    """Parquet columns (``tile`` blobs, ``label``) -> (uint8 tiles [B, F, T], class ids [B])."""
+def collate_tiles(batch: dict[str, np.ndarray], features: FeatureConfig, label_ids: dict[str, int],
+                  song_rows: dict[str, int] | None = None) -> TileBatch:
+    """Parquet columns (``tile`` blobs, ``label``, ``song_id``) -> (uint8 tiles [B, F, T], class
+    ids [B], song rows [B]: each tile's position in ``song_rows``, -1 for songs not in it)."""
     tiles = torch.from_numpy(tiles_from_binary(batch["tile"], features).copy())
     targets = torch.tensor([label_ids[label] for label in batch["label"]], dtype=torch.long)
-    return tiles, targets
+    rows = song_rows or {}
+    songs = batch.get("song_id")
+    song_index = torch.tensor([rows.get(song, -1) for song in songs] if songs is not None else [-1] * len(targets),
+                              dtype=torch.long)
+    return tiles, targets, song_index
+
+
+def selection_metric(config: TrainConfig) -> str:
+    return SELECTION_METRICS[config.select_on]
+
+
+def early_stop_reached(history: Sequence[dict[str, float]], metric: str, patience: int) -> bool:
+    """Whether the last ``patience`` epochs did not beat the best score of the epochs before
+    them (0: never; epochs without a score, NaN, do not count)."""
+    if patience <= 0 or len(history) <= patience:
+        return False
+    scores = [float(row.get(metric, float("nan"))) for row in history]
+    before = [s for s in scores[:-patience] if s == s]
+    recent = [s for s in scores[-patience:] if s == s]
+    return bool(before and recent) and max(recent) <= max(before)
 
 
 def cosine_lr(base: float, epoch: int, epochs: int, floor: float = 0.05) -> float:
@@ -78,7 +104,8 @@ def small_split_blocks(fs: Any, paths: list[str], labels: list[str],
     # One order whatever the shards are called (their names are random) or which songs a task
     # put together: the same tiles and seed then train the same model. Song ids are hashes, so
     # this order also mixes the genres that the catalogue's folders keep together.
-    table = table.sort_by([("song_id", "ascending"), ("tile_index", "ascending")]).select(["tile", "label", "split"])
+    table = table.sort_by([("song_id", "ascending"), ("tile_index", "ascending")]).select(
+        ["song_id", "tile", "label", "split"])
     out: dict[str, list[pa.Table]] = {}
     for split in ("train", "valid"):
         part = table.filter(pc.field("split") == split).combine_chunks()
@@ -95,8 +122,14 @@ def finished_run(layout: RootLayout, run: str, ingest_version: str, labels: Sequ
     metrics = RunMetrics.read(layout.model_metrics(run))
     if metrics.ingest_version != ingest_version or list(metrics.labels) != list(labels):
         return None  # other tiles or genres: the Ray path resumes, or says why it cannot
-    if metrics.epochs < epochs:
+    stopped = early_stop_reached(list(metrics.history), selection_metric(metrics.train_config),
+                                 metrics.train_config.patience)
+    if metrics.epochs < epochs and not stopped:
         return None
+    if stopped and metrics.epochs < epochs:
+        logger.info("run %s stopped early after %d epochs (patience %d): nothing to train (--run NAME starts a new run)",
+                    run, metrics.epochs, metrics.train_config.patience)
+        return metrics
     how = f"--epochs N with N > {metrics.epochs} continues it, --run NAME starts a new run"
     if metrics.epochs > epochs:
         logger.warning("run %s already trained %d epochs, more than --epochs %d: nothing to train (%s)",
@@ -108,11 +141,22 @@ def finished_run(layout: RootLayout, run: str, ingest_version: str, labels: Sequ
 
 @dataclass
 class PassTotals:
-    """Sums over one pass of a split (summed again across workers before they are ratios)."""
+    """Sums over one pass of a split (summed again across workers before they are ratios);
+    with validation songs, their summed tile probabilities and labels."""
 
     loss_sum: float = 0.0
     hits: float = 0.0
     seen: float = 0.0
+    song_probs: torch.Tensor | None = None  # [songs, classes]
+    song_targets: torch.Tensor | None = None  # [songs], -1 where no tile was seen
+
+    def song_accuracy(self) -> float:
+        if self.song_probs is None or self.song_targets is None:
+            return float("nan")
+        seen = self.song_targets >= 0
+        if not bool(seen.any()):
+            return float("nan")
+        return float((self.song_probs[seen].argmax(dim=1) == self.song_targets[seen]).double().mean())
 
 
 class TrainLoop:
@@ -131,12 +175,16 @@ class TrainLoop:
         device: torch.device | str = "cpu",
         seed: int | None = None,
         wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+        valid_songs: Sequence[str] = (),
     ) -> None:
         seed = config.seed if seed is None else seed
         torch.manual_seed(seed)
         np.random.seed(seed)
         self.config, self.features, self.labels = config, features, list(labels)
         self.label_ids = {label: i for i, label in enumerate(self.labels)}
+        # The validation songs' rows: their tiles' probabilities are summed per song, as
+        # `index` pools them, to score (and choose) epochs on song accuracy.
+        self.song_rows = {song: row for row, song in enumerate(valid_songs)}
         self.device = torch.device(device)
         model = build_model(config.model, len(self.labels))
         self.model = wrap_model(model) if wrap_model else model.to(self.device)
@@ -153,14 +201,19 @@ class TrainLoop:
         self.start_epoch = restore_training_state(state, self.model, self.optimizer)
         self.history = [dict(row) for row in state.get("history", [])]
 
-    def run_pass(self, batches: Iterable[TileBatch], train: bool) -> PassTotals:
+    def run_pass(self, batches: Iterable[TileBatch | tuple[torch.Tensor, torch.Tensor]], train: bool) -> PassTotals:
         """One pass over a split's batches: with ``train``, augmented tiles and optimiser
-        steps; without, the plain tiles and no gradients."""
+        steps; without, the plain tiles, no gradients, and the validation songs' summed
+        probabilities (tiles whose song row is -1 count for tile accuracy only)."""
         self.model.train(train)
         self.augment.train(train)
         totals = PassTotals()
+        if not train and self.song_rows:
+            totals.song_probs = torch.zeros(len(self.song_rows), len(self.labels), dtype=torch.float64,
+                                            device=self.device)
+            totals.song_targets = torch.full((len(self.song_rows),), -1, dtype=torch.long, device=self.device)
         with contextlib.nullcontext() if train else torch.inference_mode():
-            for tiles, targets in batches:
+            for tiles, targets, *song_index in batches:
                 tiles, targets = tiles.to(self.device), targets.to(self.device)
                 inputs = tiles_to_input(tiles)
                 logits = self.model(self.augment(inputs) if train else inputs)
@@ -169,6 +222,11 @@ class TrainLoop:
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self.optimizer.step()
+                elif totals.song_probs is not None and totals.song_targets is not None and song_index:
+                    rows = song_index[0].to(self.device)
+                    known = rows >= 0
+                    totals.song_probs.index_add_(0, rows[known], torch.softmax(logits[known].double(), dim=1))
+                    totals.song_targets[rows[known]] = targets[known]
                 totals.loss_sum += loss.item() * len(targets)
                 totals.hits += float((logits.argmax(1) == targets).sum())
                 totals.seen += len(targets)
@@ -185,6 +243,7 @@ class TrainLoop:
         train, valid = self.run_pass(train_batches, train=True), self.run_pass(valid_batches, train=False)
         loss_sum, hits, seen, v_loss, v_hits, v_seen = self._sum_over_workers(
             train.loss_sum, train.hits, train.seen, valid.loss_sum, valid.hits, valid.seen)
+        self._songs_over_workers(valid)
         seconds = time.perf_counter() - started
         metrics = {
             "epoch": epoch + 1,
@@ -192,19 +251,39 @@ class TrainLoop:
             "train_accuracy": hits / max(seen, 1),
             "valid_loss": v_loss / v_seen if v_seen else float("nan"),
             "valid_accuracy": v_hits / v_seen if v_seen else float("nan"),
+            "valid_song_accuracy": valid.song_accuracy(),
             "tiles_per_s": seen / seconds,
             "epoch_seconds": seconds,
         }
         self.history.append(metrics)
         return metrics
 
+    @staticmethod
+    def _distributed() -> bool:
+        import torch.distributed as dist
+
+        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
     def _sum_over_workers(self, *values: float) -> list[float]:
         import torch.distributed as dist
 
         tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if self._distributed():
             dist.all_reduce(tensor)
         return [float(v) for v in tensor.tolist()]
+
+    def _songs_over_workers(self, totals: PassTotals) -> None:
+        """Each worker saw a share of every song's tiles: sum the probabilities; a song's label
+        is the one any worker saw (-1 elsewhere, so the maximum)."""
+        import torch.distributed as dist
+
+        if totals.song_probs is not None and totals.song_targets is not None and self._distributed():
+            dist.all_reduce(totals.song_probs)
+            dist.all_reduce(totals.song_targets, op=dist.ReduceOp.MAX)
+
+    def should_stop(self) -> bool:
+        """Early stopping: ``config.patience`` epochs without a better selection score."""
+        return early_stop_reached(self.history, selection_metric(self.config), self.config.patience)
 
     def checkpoint_state(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
         """A self-describing checkpoint of the epoch just run (``genre_batch.checkpoint``)."""
@@ -217,6 +296,7 @@ class TrainLoop:
         return (
             f"epoch {int(metrics['epoch'])}/{self.config.epochs}: loss {metrics['train_loss']:.3f} "
             f"acc {metrics['train_accuracy']:.3f} | valid loss {metrics['valid_loss']:.3f} "
-            f"acc {metrics['valid_accuracy']:.3f} | {metrics['tiles_per_s']:.0f} tiles/s"
+            f"acc {metrics['valid_accuracy']:.3f} song acc {metrics['valid_song_accuracy']:.3f} | "
+            f"{metrics['tiles_per_s']:.0f} tiles/s"
         )
 

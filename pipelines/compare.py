@@ -28,7 +28,7 @@ from genre_batch.artifacts import IngestVersion, published_ingest
 from genre_batch.baseline import BaselineReport, fit_baseline, song_features
 from genre_batch.comparison import Comparison, RunRow, genre_precision_at_k, plot_comparison
 from genre_batch.config import ModelConfig, TrainConfig
-from genre_batch.entry import add_device_flags, positive_int
+from genre_batch.entry import positive_int
 from genre_batch.errors import ConfigError
 from genre_batch.layout import RootLayout
 from genre_batch.models import MODEL_REGISTRY, build_model, parameter_count
@@ -137,23 +137,19 @@ def family_list(text: str) -> tuple[str, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = TrainConfig()
+    from pipelines.train import add_recipe_arguments
+
     parser.add_argument("--root", required=True, help="storage root (holds the published ingest)")
     parser.add_argument("--models", type=family_list, default=FAMILIES, help="comma-separated families")
     parser.add_argument("--seeds", type=positive_int, default=3, help="runs per family, seeds --seed, --seed+1, ...")
-    parser.add_argument("--epochs", type=positive_int, default=defaults.epochs, help="epochs per run")
-    parser.add_argument("--workers", type=positive_int, default=defaults.num_workers, help="Ray Train workers per run")
-    add_device_flags(parser, "training and inference")
-    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="tiles per optimiser step")
-    parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="AdamW learning rate")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="first seed")
+    add_recipe_arguments(parser)
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
 
 
 def from_args(args: argparse.Namespace) -> CompareReport:
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-                         num_workers=args.workers, use_gpu=args.use_gpu)
-    return run_compare(args.root, args.models, args.seeds, config, address=args.address)
+    from pipelines.train import recipe_from_args
+
+    return run_compare(args.root, args.models, args.seeds, recipe_from_args(args), address=args.address)
 
 
 def main(argv: list[str] | None = None) -> int:

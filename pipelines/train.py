@@ -37,7 +37,7 @@ from genre_batch.metrics import format_metric
 from genre_batch.models import MODEL_REGISTRY
 from genre_batch.storage import check_writable, filesystem, publish, pyarrow_filesystem, read_bytes, upload_file
 from genre_batch.tables import read_frame
-from genre_batch.training import collate_tiles, finished_run, label_vocabulary, small_split_blocks
+from genre_batch.training import collate_tiles, finished_run, label_vocabulary, selection_metric, small_split_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +45,15 @@ CHECKPOINT_FILE = "model.pt"
 
 
 # ---------------------------------------------------------------- per-worker training loop
-def tile_batch_collator(features: FeatureConfig, label_ids: dict[str, int]) -> Any:
-    """Ray Data collate function: Parquet columns -> (uint8 tiles [B, F, T], class ids [B])."""
+def tile_batch_collator(features: FeatureConfig, label_ids: dict[str, int], song_rows: dict[str, int]) -> Any:
+    """Ray Data collate function: Parquet columns -> (uint8 tiles [B, F, T], class ids [B],
+    validation song rows [B])."""
     from ray.data.collate_fn import NumpyBatchCollateFn
 
     class TileBatchCollator(NumpyBatchCollateFn):
         # Ray types the return as CollatedData, a TypeVar of no generic class: any type is one.
-        def __call__(self, batch: dict[str, np.ndarray]) -> tuple[Any, Any]:  # type: ignore[override]
-            return collate_tiles(batch, features, label_ids)
+        def __call__(self, batch: dict[str, np.ndarray]) -> tuple[Any, Any, Any]:  # type: ignore[override]
+            return collate_tiles(batch, features, label_ids, song_rows)
 
     return TileBatchCollator()
 
@@ -78,14 +79,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, int(config.get("threads_per_worker", 1))))
     loop = TrainLoop(train_config, config["features"], config["labels"], device=get_device(),
-                     seed=train_config.seed + rank, wrap_model=prepare_model)
+                     seed=train_config.seed + rank, wrap_model=prepare_model, valid_songs=config["valid_songs"])
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
             loop.restore(load_checkpoint_state(os.path.join(directory, CHECKPOINT_FILE)))
         if rank == 0:
             progress.info("resuming from epoch %d", loop.start_epoch)
-    collate = tile_batch_collator(config["features"], loop.label_ids)
+    collate = tile_batch_collator(config["features"], loop.label_ids, loop.song_rows)
     # --batch-size is the global batch: each of N workers takes 1/N of it, so N workers make
     # the same optimiser steps as one (DDP averages their gradients) and reach the same quality.
     worker_batch = max(1, train_config.batch_size // world)
@@ -105,6 +106,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 save_checkpoint(loop.checkpoint_state(epoch, metrics), os.path.join(directory, CHECKPOINT_FILE))
                 report_checkpoint = Checkpoint.from_directory(directory)
             ray.train.report(metrics, checkpoint=report_checkpoint)
+        if loop.should_stop():  # every worker has the same summed scores, so all stop together
+            if rank == 0:
+                progress.info("stopping early: %d epochs without a better %s", train_config.patience,
+                              selection_metric(train_config))
+            break
 
 
 # ---------------------------------------------------------------- the job's Ray stages
@@ -132,7 +138,7 @@ def tile_datasets(ingest: IngestVersion, labels: list[str], songs: pd.DataFrame)
         # costs milliseconds where a Ray Data read job costs seconds of task start-up per split.
         logger.info("tiles cached in the object store")
         return {split: ray.data.from_arrow(blocks) for split, blocks in small_split_blocks(fs, paths, labels).items()}
-    tiles = ray.data.read_parquet(paths, filesystem=fs, columns=["tile", "label", "split"])
+    tiles = ray.data.read_parquet(paths, filesystem=fs, columns=["song_id", "tile", "label", "split"])
     logger.info("tiles streamed from storage each epoch")
     # Arrow-native predicates: no Python call per tile.
     return {split: tiles.filter(expr=(col("split") == split) & col("label").is_in(labels))
@@ -163,17 +169,19 @@ def fit_model(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, la
     spare = max(1.0, cluster_cpus() - 1.0)
     cpus_per_worker = min(1.0, spare / workers) if cluster_cpus() > 1 else 1.0
     storage_fs, storage_path = pyarrow_filesystem(layout.model_dir(run))
+    score = selection_metric(config)
+    valid_songs = sorted(songs.loc[(songs["split"] == "valid") & songs["label"].isin(labels), "song_id"])
     logger.info("training %s on %d genres %s with %d worker(s)%s", run, len(labels), labels, workers,
                 " on GPU" if config.use_gpu else "")
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train_config": config, "features": ingest.feature_config, "labels": labels,
-                           "threads_per_worker": max(1, int(spare // workers))},
+                           "valid_songs": valid_songs, "threads_per_worker": max(1, int(spare // workers))},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(config.use_gpu),
                                      resources_per_worker=None if config.use_gpu else {"CPU": cpus_per_worker}),
         run_config=RunConfig(
             name="ray", storage_path=storage_path, storage_filesystem=storage_fs,
-            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="valid_accuracy",
+            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=score,
                                                checkpoint_score_order="max"),
         ),
         datasets=tile_datasets(ingest, labels, songs),
@@ -185,8 +193,8 @@ def fit_model(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, la
         raise GenreBatchError(f"training failed: {result.error}")
     if result.checkpoint is None or result.metrics is None:
         raise GenreBatchError(f"training run {run} ended without a checkpoint")
-    scored = [pair for pair in result.best_checkpoints or [] if np.isfinite(pair[1].get("valid_accuracy", np.nan))]
-    best_checkpoint, best_metrics = (max(scored, key=lambda pair: pair[1]["valid_accuracy"]) if scored
+    scored = [pair for pair in result.best_checkpoints or [] if np.isfinite(pair[1].get(score, np.nan))]
+    best_checkpoint, best_metrics = (max(scored, key=lambda pair: pair[1][score]) if scored
                                      else (result.checkpoint, result.metrics))
     with best_checkpoint.as_directory() as directory:
         upload_file(os.path.join(directory, CHECKPOINT_FILE), layout.model_file(run))
@@ -297,34 +305,43 @@ def run_train(root: str, train_config: TrainConfig = TrainConfig(), run: str | N
 
 
 # ---------------------------------------------------------------- command line
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of a training recipe, shared by ``train`` and ``compare`` (``recipe_from_args``)."""
     defaults = TrainConfig()
-    parser.add_argument("--root", required=True, help="storage root (holds the published ingest)")
-    parser.add_argument("--model", default=defaults.model.name, choices=sorted(MODEL_REGISTRY),
-                        help="model family (genre_batch/models/: cnn, crnn, rnn, resnet, musicnn), at its default sizes")
     parser.add_argument("--epochs", type=positive_int, default=defaults.epochs,
-                        help="total epochs of the run (a run that has them already is not trained again)")
+                        help="total epochs of a run (a run that has them already is not trained again)")
     parser.add_argument("--workers", type=positive_int, default=defaults.num_workers, help="Ray Train workers (DDP)")
     add_device_flags(parser, "the training workers")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
                         help="tiles per optimiser step, split across the workers")
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="AdamW learning rate")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of weights, shuffling, masks")
+    parser.add_argument("--select-on", choices=["song", "tile"], default=defaults.select_on,
+                        help="the best epoch (model.pt) is the one with the best validation song or tile accuracy")
+    parser.add_argument("--patience", type=int, default=defaults.patience,
+                        help="stop after this many epochs without a better validation score (0: never)")
+
+
+def recipe_from_args(args: argparse.Namespace, model: ModelConfig = ModelConfig()) -> TrainConfig:
+    return TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+        num_workers=args.workers, use_gpu=args.use_gpu, model=model, select_on=args.select_on,
+        patience=args.patience,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="storage root (holds the published ingest)")
+    parser.add_argument("--model", default=TrainConfig().model.name, choices=sorted(MODEL_REGISTRY),
+                        help="model family (genre_batch/models/: cnn, crnn, rnn, resnet, musicnn), at its default sizes")
+    add_recipe_arguments(parser)
     parser.add_argument("--run", default=None,
                         help="run name (default: <model>-<ingest version>; an existing run resumes)")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
 
 
 def from_args(args: argparse.Namespace) -> TrainReport:
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        seed=args.seed,
-        num_workers=args.workers,
-        use_gpu=args.use_gpu,
-        model=ModelConfig.for_family(args.model),
-    )
+    config = recipe_from_args(args, ModelConfig.for_family(args.model))
     return run_train(args.root, config, run=args.run, address=args.address)
 
 

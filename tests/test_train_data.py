@@ -39,14 +39,14 @@ def test_small_splits_keep_exactly_the_labelled_train_and_valid_tiles(tmp_path):
     tiles = [t for b in blocks["train"] for t in b.column("tile").to_pylist()]
     assert tiles == [b"s1:0", b"s1:1", b"s6:0", b"s6:1", b"s6:2"]
     assert [b.column("tile").to_pylist() for b in blocks["valid"]] == [[b"s2:0"]]
-    assert all(b.column_names == ["tile", "label", "split"] for b in blocks["train"] + blocks["valid"])
+    assert all(b.column_names == ["song_id", "tile", "label", "split"] for b in blocks["train"] + blocks["valid"])
 
 
 def test_a_split_with_no_tiles_is_one_empty_block(tmp_path):
     write_shard(tmp_path / "a.parquet", [("s1", 0, "rock", "train"), ("s2", 0, "jazz", "train")])
     blocks = training.small_split_blocks(pafs.LocalFileSystem(), [str(tmp_path / "a.parquet")], ["jazz", "rock"])
     assert [b.num_rows for b in blocks["valid"]] == [0]
-    assert blocks["valid"][0].schema.names == ["tile", "label", "split"]
+    assert blocks["valid"][0].schema.names == ["song_id", "tile", "label", "split"]
 
 
 def test_the_same_tiles_come_in_one_order_whatever_the_shards(tmp_path):

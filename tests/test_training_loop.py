@@ -3,12 +3,16 @@ validation pass changes nothing, it checkpoints and resumes, and a seed gives on
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import pytest
 import torch
 
 from genre_batch.checkpoint import CheckpointError
 from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
-from genre_batch.training import TrainLoop, cosine_lr
+from genre_batch.errors import ConfigError
+from genre_batch.training import TrainLoop, cosine_lr, early_stop_reached, selection_metric
 
 FEATURES = FeatureConfig()
 SMALL = ModelConfig(channels=(4, 8), embedding_dim=16, dropout=0.0)
@@ -84,3 +88,40 @@ def test_one_seed_one_model(one_torch_thread):
 
     first, second = train_once(), train_once()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_validation_songs_are_scored_as_index_pools_them(one_torch_thread):
+    """Song accuracy: each validation song's tiles' probabilities summed, argmax against its label."""
+    loop = TrainLoop(CONFIG, FEATURES, LABELS, valid_songs=["s0", "s1", "s2"])
+    tiles, targets = batches(100, n_batches=1)[0]  # targets 0, 1, 0, 1
+    rows = torch.tensor([0, 1, 2, -1])  # the last tile belongs to no validation song
+    totals = loop.run_pass([(tiles, targets, rows)], train=False)
+    assert totals.song_targets is not None and totals.song_targets.tolist() == [0, 1, 0]
+    assert totals.song_probs is not None and torch.allclose(totals.song_probs.sum(dim=1), torch.ones(3, dtype=torch.float64))
+    predicted = totals.song_probs.argmax(dim=1)
+    assert totals.song_accuracy() == pytest.approx(float((predicted == totals.song_targets).double().mean()))
+    metrics = loop.run_epoch(0, batches(0), [(tiles, targets, rows)])
+    assert 0.0 <= metrics["valid_song_accuracy"] <= 1.0
+    assert math.isnan(TrainLoop(CONFIG, FEATURES, LABELS).run_epoch(0, batches(0), batches(100))["valid_song_accuracy"])
+
+
+def test_early_stopping_waits_patience_epochs_without_a_better_score():
+    history = [{"valid_song_accuracy": v} for v in (0.5, 0.7, 0.6, 0.7)]
+    assert early_stop_reached(history, "valid_song_accuracy", 2)  # 0.6 and 0.7 do not beat 0.7
+    assert not early_stop_reached(history, "valid_song_accuracy", 3)  # 0.7 beats 0.5
+    assert not early_stop_reached(history, "valid_song_accuracy", 0)  # off
+    assert not early_stop_reached(history[:2], "valid_song_accuracy", 2)  # too early to tell
+    unscored = [{"valid_song_accuracy": float("nan")}] * 4
+    assert not early_stop_reached(unscored, "valid_song_accuracy", 1)  # no validation songs: never
+    loop = TrainLoop(dataclasses.replace(CONFIG, patience=2), FEATURES, LABELS)
+    loop.history = history
+    assert loop.should_stop()
+
+
+def test_the_selection_metric_follows_the_config():
+    assert selection_metric(CONFIG) == "valid_song_accuracy"
+    assert selection_metric(dataclasses.replace(CONFIG, select_on="tile")) == "valid_accuracy"
+    with pytest.raises(ConfigError):
+        TrainConfig(select_on="loss")
+    with pytest.raises(ConfigError):
+        TrainConfig(patience=-1)
