@@ -172,6 +172,13 @@ class TrainConfig:
     # SpecAugment-style masks on training tiles (torchaudio), in mel bins / frames.
     freq_mask: int = 24
     time_mask: int = 32
+    # More augmentation of training tiles (genre_batch/models/augment.py), each off at 0: mixup
+    # with Beta(alpha, alpha) weights, a time stretch of up to this share, random crops of this
+    # many frames, a shift of up to this many mel bins.
+    mixup_alpha: float = 0.0
+    time_stretch: float = 0.0
+    crop_frames: int = 0
+    freq_shift: int = 0
     shuffle_buffer_tiles: int = 512
     model: ModelConfig = field(default_factory=ModelConfig)
     # The best epoch (model.pt) is the one with the best validation *song* accuracy (a song =
@@ -182,7 +189,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "epochs", "batch_size", "num_workers", "shuffle_buffer_tiles")
-        _at_least(self, 0, "weight_decay", "freq_mask", "time_mask", "patience")
+        _at_least(self, 0, "weight_decay", "freq_mask", "time_mask", "patience", "mixup_alpha", "time_stretch",
+                  "crop_frames", "freq_shift")
+        if not self.time_stretch < 1:
+            raise ConfigError(f"time_stretch must be below 1, got {self.time_stretch}")
         if self.select_on not in ("song", "tile"):
             raise ConfigError(f"select_on must be 'song' or 'tile', got {self.select_on!r}")
         if not self.learning_rate > 0:

@@ -24,6 +24,7 @@ from genre_batch.errors import GenreBatchError
 from genre_batch.layout import RootLayout
 from genre_batch.manifests import RunMetrics
 from genre_batch.models import TileAugment, build_model, tiles_to_input
+from genre_batch.models.augment import mixup
 from genre_batch.storage import exists
 from genre_batch.tiles import tiles_from_binary
 
@@ -150,6 +151,14 @@ class PassTotals:
     song_probs: torch.Tensor | None = None  # [songs, classes]
     song_targets: torch.Tensor | None = None  # [songs], -1 where no tile was seen
 
+    def add_songs(self, rows: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add a batch's tile probabilities to their songs' sums (rows -1: no validation song)."""
+        if self.song_probs is None or self.song_targets is None:
+            return
+        known = rows >= 0
+        self.song_probs.index_add_(0, rows[known], torch.softmax(logits[known].double(), dim=1))
+        self.song_targets[rows[known]] = targets[known]
+
     def song_accuracy(self) -> float:
         if self.song_probs is None or self.song_targets is None:
             return float("nan")
@@ -216,21 +225,31 @@ class TrainLoop:
             for tiles, targets, *song_index in batches:
                 tiles, targets = tiles.to(self.device), targets.to(self.device)
                 inputs = tiles_to_input(tiles)
-                logits = self.model(self.augment(inputs) if train else inputs)
-                loss = self.loss_fn(logits, targets)
                 if train:
+                    logits, loss = self._training_step_outputs(inputs, targets)
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self.optimizer.step()
-                elif totals.song_probs is not None and totals.song_targets is not None and song_index:
-                    rows = song_index[0].to(self.device)
-                    known = rows >= 0
-                    totals.song_probs.index_add_(0, rows[known], torch.softmax(logits[known].double(), dim=1))
-                    totals.song_targets[rows[known]] = targets[known]
+                else:
+                    logits = self.model(inputs)
+                    loss = self.loss_fn(logits, targets)
+                    if song_index:
+                        totals.add_songs(song_index[0].to(self.device), logits, targets)
                 totals.loss_sum += loss.item() * len(targets)
                 totals.hits += float((logits.argmax(1) == targets).sum())
                 totals.seen += len(targets)
         return totals
+
+    def _training_step_outputs(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and loss of a training batch: augmented, and with mixup the loss of the blend
+        weighted between each tile's genre and its partner's."""
+        augmented = self.augment(inputs)
+        if self.config.mixup_alpha <= 0:
+            logits = self.model(augmented)
+            return logits, self.loss_fn(logits, targets)
+        mixed, partner, weight = mixup(augmented, self.config.mixup_alpha)
+        logits = self.model(mixed)
+        return logits, weight * self.loss_fn(logits, targets) + (1 - weight) * self.loss_fn(logits, targets[partner])
 
     def run_epoch(self, epoch: int, train_batches: Iterable[TileBatch],
                   valid_batches: Iterable[TileBatch]) -> dict[str, float]:

@@ -320,13 +320,23 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the best epoch (model.pt) is the one with the best validation song or tile accuracy")
     parser.add_argument("--patience", type=int, default=defaults.patience,
                         help="stop after this many epochs without a better validation score (0: never)")
+    augment = parser.add_argument_group("augmentation of training tiles (each off at 0)")
+    augment.add_argument("--mixup", type=float, default=defaults.mixup_alpha, help="mixup's Beta(alpha, alpha)")
+    augment.add_argument("--time-stretch", type=float, default=defaults.time_stretch,
+                         help="stretch time by up to this share, either way")
+    augment.add_argument("--crop-frames", type=int, default=defaults.crop_frames,
+                         help="train on random windows of this many frames of each tile")
+    augment.add_argument("--freq-shift", type=int, default=defaults.freq_shift, help="shift up to this many mel bins")
+    augment.add_argument("--freq-mask", type=int, default=defaults.freq_mask, help="SpecAugment frequency mask, mel bins")
+    augment.add_argument("--time-mask", type=int, default=defaults.time_mask, help="SpecAugment time mask, frames")
 
 
 def recipe_from_args(args: argparse.Namespace, model: ModelConfig = ModelConfig()) -> TrainConfig:
     return TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
         num_workers=args.workers, use_gpu=args.use_gpu, model=model, select_on=args.select_on,
-        patience=args.patience,
+        patience=args.patience, mixup_alpha=args.mixup, time_stretch=args.time_stretch,
+        crop_frames=args.crop_frames, freq_shift=args.freq_shift, freq_mask=args.freq_mask, time_mask=args.time_mask,
     )
 
 

@@ -100,3 +100,16 @@ def test_ingest_and_nightly_share_the_ingest_config():
         assert build_parser(argv).parse_args(argv).files_per_task == IngestConfig().files_per_task
     with pytest.raises(ConfigError):
         IngestConfig(files_per_task=0)
+
+
+@pytest.mark.parametrize("job", ["train", "compare"])
+def test_train_and_compare_share_the_recipe_flags(job):
+    from genre_batch.cli import build_parser
+    from pipelines.train import recipe_from_args
+
+    argv = [job, "--root", "r", "--epochs", "7", "--mixup", "0.2", "--time-stretch", "0.1", "--crop-frames", "192",
+            "--freq-shift", "4", "--freq-mask", "0", "--select-on", "tile", "--patience", "3"]
+    config = recipe_from_args(build_parser(argv).parse_args(argv))
+    assert (config.epochs, config.mixup_alpha, config.time_stretch, config.crop_frames, config.freq_shift,
+            config.freq_mask, config.select_on, config.patience) == (7, 0.2, 0.1, 192, 4, 0, "tile", 3)
+    assert recipe_from_args(build_parser([job, "--root", "r"]).parse_args([job, "--root", "r"])) == TrainConfig()

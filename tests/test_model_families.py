@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -85,7 +86,8 @@ def test_save_load_and_resume_through_the_checkpoint(name):
         torch.testing.assert_close(bundle.model.embed(tiles), loop.model.embed(tiles))
     resumed = TrainLoop(config, features, labels, seed=7)
     resumed.restore(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
-    assert resumed.start_epoch == 1 and resumed.history == loop.history
+    assert resumed.start_epoch == 1
+    np.testing.assert_equal(resumed.history, loop.history)  # NaN (no validation songs) equals NaN here
     resumed.run_epoch(1, [(tiles, targets)], [(tiles, targets)])  # and trains on from there
 
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
+from genre_batch.errors import ConfigError
 from genre_batch.models import GenreCNN, TileAugment, build_model, tiles_to_input
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -145,3 +146,75 @@ def assert_learns_stripes(model: torch.nn.Module, steps: int = 30) -> None:
 def test_tiny_overfit_stripes() -> None:
     torch.manual_seed(0)
     assert_learns_stripes(GenreCNN(2, SMALL))
+
+
+def test_time_stretch_keeps_the_shape_and_pads_a_faster_tile_with_silence() -> None:
+    from genre_batch.models.augment import SILENCE, stretch_time
+
+    torch.manual_seed(3)
+    x = torch.linspace(-0.5, 0.5, 64).repeat(8, 1, 16, 1)  # a rising ramp along time
+    out = stretch_time(x, 0.3)
+    assert out.shape == x.shape and out.min() >= -1.0 and out.max() <= 1.0
+    padded = (out == SILENCE).all(dim=2).squeeze(1)  # frames that are silence in every bin
+    assert padded.any(), "some tile was stretched shorter and padded"
+    for tile, silent in zip(out[:, 0, 0], padded):
+        audible = tile[~silent]
+        assert torch.all(audible[1:] >= audible[:-1] - 1e-6)  # still a ramp: time order kept
+    torch.testing.assert_close(stretch_time(x, 0.0), x)
+
+
+def test_random_crop_takes_one_window_per_tile() -> None:
+    from genre_batch.models.augment import random_crop
+
+    torch.manual_seed(4)
+    x = torch.arange(40, dtype=torch.float32).repeat(6, 1, 3, 1)
+    out = random_crop(x, 16)
+    assert out.shape == (6, 1, 3, 16)
+    for tile in out[:, 0, 0]:
+        assert torch.equal(tile, torch.arange(int(tile[0]), int(tile[0]) + 16, dtype=torch.float32))
+    assert len({int(tile[0]) for tile in out[:, 0, 0]}) > 1  # offsets drawn per tile
+    assert random_crop(x, 64) is x
+
+
+def test_frequency_shift_moves_the_mel_axis_and_fills_with_silence() -> None:
+    from genre_batch.models.augment import SILENCE, shift_frequency
+
+    torch.manual_seed(5)
+    x = torch.full((16, 1, 32, 8), SILENCE)
+    x[:, :, 16, :] = 0.5  # one loud band
+    out = shift_frequency(x, 4)
+    loud = (out[:, 0, :, 0] == 0.5).float().argmax(dim=1)
+    assert set(loud.tolist()) <= set(range(12, 21)) and len(set(loud.tolist())) > 1
+    assert torch.equal((out == 0.5).sum(dim=(1, 2, 3)), torch.full((16,), 8))  # nothing lost or made up
+
+
+def test_mixup_blends_each_tile_with_a_partner() -> None:
+    from genre_batch.models.augment import mixup
+
+    torch.manual_seed(6)
+    x = torch.rand(8, 1, 4, 4)
+    mixed, partner, weight = mixup(x, 0.4)
+    assert 0.0 <= weight <= 1.0 and sorted(partner.tolist()) == list(range(8))
+    torch.testing.assert_close(mixed, weight * x + (1 - weight) * x[partner])
+
+
+def test_every_augmentation_is_off_in_eval_and_drawn_from_the_global_seed() -> None:
+    augment = TileAugment(freq_mask=8, time_mask=8, time_stretch=0.2, crop_frames=48, freq_shift=3)
+    x = tiles_to_input(random_tiles(4, size=64))
+    assert augment.eval()(x) is x
+    torch.manual_seed(7)
+    first = augment.train()(x)
+    torch.manual_seed(7)
+    assert first.shape == (4, 1, 64, 48) and torch.equal(first, augment(x))
+    with pytest.raises(ValueError):
+        TileAugment(time_stretch=1.0)
+
+
+def test_the_training_config_switches_reach_the_augmentation() -> None:
+    config = TrainConfig(time_stretch=0.1, crop_frames=200, freq_shift=6, mixup_alpha=0.3)
+    augment = TileAugment.from_configs(config, FeatureConfig())
+    assert (augment.time_stretch, augment.crop_frames, augment.freq_shift) == (0.1, 200, 6)
+    with pytest.raises(ConfigError):
+        TrainConfig(time_stretch=1.5)
+    with pytest.raises(ConfigError):
+        TrainConfig(mixup_alpha=-0.1)

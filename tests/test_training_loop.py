@@ -125,3 +125,15 @@ def test_the_selection_metric_follows_the_config():
         TrainConfig(select_on="loss")
     with pytest.raises(ConfigError):
         TrainConfig(patience=-1)
+
+
+def test_mixup_trains_and_one_seed_gives_one_model(one_torch_thread):
+    config = dataclasses.replace(CONFIG, mixup_alpha=0.4, freq_shift=4, crop_frames=200)
+
+    def train_once() -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        loop = TrainLoop(config, FEATURES, LABELS)
+        return loop.run_epoch(0, batches(0), batches(100)), loop.model.state_dict()
+
+    (metrics, first), (_, second) = train_once(), train_once()
+    assert math.isfinite(metrics["train_loss"]) and 0.0 <= metrics["valid_accuracy"] <= 1.0
+    assert all(torch.equal(first[k], second[k]) for k in first)

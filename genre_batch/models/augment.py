@@ -1,18 +1,74 @@
-"""Training-time augmentation of float model input (torchaudio's SpecAugment masks)."""
+"""Training-time augmentation of float model input ``[B, 1, F, T]`` in [-1, 1]: time
+stretch, random time crops, frequency shift, gain, and SpecAugment's masks (torchaudio).
+Each is off at 0; randomness comes from torch's global generator, and an augmentation that
+is off draws nothing, so turning one on does not change the others' draws before it.
+"""
 
 from __future__ import annotations
 
 import torch
 import torchaudio.transforms as audio_transforms
 from torch import nn
+from torch.nn import functional
 
 from genre_batch.config import FeatureConfig, TrainConfig
+
+# Model input for silence: the bottom of the dB range (tiles_to_input maps 0 to -1).
+SILENCE = -1.0
+
+
+def stretch_time(x: torch.Tensor, max_change: float) -> torch.Tensor:
+    """Each tile played faster or slower by a factor drawn from [1 - max_change, 1 + max_change]
+    (linear interpolation along time), then cut or padded with silence back to its width:
+    tempo changes, pitch stays."""
+    frames = x.shape[-1]
+    factors = 1.0 + (torch.rand(x.shape[0]) * 2 - 1) * max_change
+    out = torch.full_like(x, SILENCE)
+    for i, factor in enumerate(factors.tolist()):
+        width = max(1, round(frames * factor))
+        stretched = functional.interpolate(x[i : i + 1], size=(x.shape[-2], width), mode="bilinear", align_corners=False)
+        out[i, ..., : min(width, frames)] = stretched[0, ..., :frames]
+    return out
+
+
+def random_crop(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """A window of ``frames`` frames from each tile, at a random offset per tile (the models
+    pool over time, so they take any width)."""
+    if frames >= x.shape[-1]:
+        return x
+    starts = torch.randint(0, x.shape[-1] - frames + 1, (x.shape[0],))
+    return torch.stack([x[i, ..., int(start) : int(start) + frames] for i, start in enumerate(starts)])
+
+
+def shift_frequency(x: torch.Tensor, max_bins: int) -> torch.Tensor:
+    """Each tile moved up or down the mel axis by up to ``max_bins`` bins; the bins moved in
+    from outside are silence."""
+    shifts = torch.randint(-max_bins, max_bins + 1, (x.shape[0],))
+    out = torch.full_like(x, SILENCE)
+    bins = x.shape[-2]
+    for i, shift in enumerate(shifts.tolist()):
+        if shift >= 0:
+            out[i, :, shift:, :] = x[i, :, : bins - shift, :]
+        else:
+            out[i, :, : bins + shift, :] = x[i, :, -shift:, :]
+    return out
+
+
+def mixup(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mixup (Zhang et al. 2018): the batch blended with a shuffled copy of itself by a weight
+    drawn from Beta(alpha, alpha); returns (mixed input, the partner of each tile, weight).
+    The loss is then ``weight * loss(targets) + (1 - weight) * loss(targets[partner])``."""
+    weight = float(torch.distributions.Beta(alpha, alpha).sample())
+    partner = torch.randperm(x.shape[0])
+    return weight * x + (1 - weight) * x[partner], partner, weight
 
 
 class TileAugment(nn.Module):
     """SpecAugment-style augmentation of float model input ``[B, 1, F, T]`` (training only).
 
-    In training mode: a random gain shift of up to ``max_gain_db`` dB per tile (clamped to
+    In training mode: a time stretch of up to ``time_stretch`` (a share), a random crop of
+    ``crop_frames`` frames, a shift of up to ``freq_shift`` mel bins (each per tile, off at 0),
+    a random gain shift of up to ``max_gain_db`` dB per tile (clamped to
     the tile range), then one frequency mask of up to ``freq_mask`` mel bins and one time mask
     of up to ``time_mask`` frames, drawn independently per tile (torchaudio's
     ``FrequencyMasking`` / ``TimeMasking`` with ``iid_masks=True``). Masked cells are set to
@@ -27,10 +83,16 @@ class TileAugment(nn.Module):
         max_gain_db: float = 0.0,
         top_db: float = 80.0,
         mask_value: float = 0.0,
+        time_stretch: float = 0.0,
+        crop_frames: int = 0,
+        freq_shift: int = 0,
     ) -> None:
         super().__init__()
-        if freq_mask < 0 or time_mask < 0 or max_gain_db < 0 or top_db <= 0:
-            raise ValueError("freq_mask, time_mask and max_gain_db must be >= 0 and top_db > 0")
+        if min(freq_mask, time_mask, max_gain_db, time_stretch, crop_frames, freq_shift) < 0 or top_db <= 0:
+            raise ValueError("augmentation sizes must be >= 0 and top_db > 0")
+        if time_stretch >= 1:
+            raise ValueError(f"time_stretch must be below 1, got {time_stretch}")
+        self.time_stretch, self.crop_frames, self.freq_shift = time_stretch, crop_frames, freq_shift
         self.freq_mask = freq_mask
         self.time_mask = time_mask
         self.max_gain_db = max_gain_db
@@ -41,8 +103,9 @@ class TileAugment(nn.Module):
 
     @classmethod
     def from_configs(cls, train: TrainConfig, features: FeatureConfig, max_gain_db: float = 0.0) -> "TileAugment":
-        """Masks from ``train.freq_mask`` / ``train.time_mask``; dB scale from ``features.top_db``."""
-        return cls(train.freq_mask, train.time_mask, max_gain_db=max_gain_db, top_db=features.top_db)
+        """Masks, stretch, crop and shift from ``train``; dB scale from ``features.top_db``."""
+        return cls(train.freq_mask, train.time_mask, max_gain_db=max_gain_db, top_db=features.top_db,
+                   time_stretch=train.time_stretch, crop_frames=train.crop_frames, freq_shift=train.freq_shift)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
@@ -51,6 +114,12 @@ class TileAugment(nn.Module):
             raise ValueError(
                 f"TileAugment expects float model input [B, 1, F, T] (tiles_to_input), got {x.dtype} {tuple(x.shape)}"
             )
+        if self.time_stretch > 0:
+            x = stretch_time(x, self.time_stretch)
+        if self.crop_frames:
+            x = random_crop(x, self.crop_frames)
+        if self.freq_shift:
+            x = shift_frequency(x, self.freq_shift)
         if self.max_gain_db > 0:
             # Model input spans top_db dB over a width of 2, so 1 dB = 2 / top_db.
             gain_db = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) * 2 - 1) * self.max_gain_db
@@ -64,5 +133,6 @@ class TileAugment(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"freq_mask={self.freq_mask}, time_mask={self.time_mask}, "
-            f"max_gain_db={self.max_gain_db}, top_db={self.top_db}, mask_value={self.mask_value}"
+            f"max_gain_db={self.max_gain_db}, top_db={self.top_db}, mask_value={self.mask_value}, "
+            f"time_stretch={self.time_stretch}, crop_frames={self.crop_frames}, freq_shift={self.freq_shift}"
         )
