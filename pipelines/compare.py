@@ -2,7 +2,8 @@
 in one report against the MFCC baseline fitted on the same songs in the same run.
 
 Each run is the train job's Ray stage (Ray Train, resumable: a run that already trained its
-epochs is not trained again), named ``<family>-seed<seed>-<ingest version>``; its best model
+epochs is not trained again), named ``<family>-seed<seed>-r<recipe>-<ingest version>`` (the
+recipe's fingerprint: another recipe is another run); its best model
 embeds every song once (Ray Data), which gives the valid and test metrics and the genre
 precision@10 of similar songs. The report goes to ``models/compare-<time>/`` (report.json,
 report.csv, report.png) and the run with the best *validation* song accuracy is published as
@@ -27,7 +28,7 @@ import pandas as pd
 from genre_batch.artifacts import IngestVersion, published_ingest
 from genre_batch.baseline import BaselineReport, fit_baseline, song_features
 from genre_batch.comparison import Comparison, RunRow, genre_precision_at_k, plot_comparison
-from genre_batch.config import ModelConfig, TrainConfig
+from genre_batch.config import ModelConfig, TrainConfig, fingerprint
 from genre_batch.entry import positive_int
 from genre_batch.errors import ConfigError
 from genre_batch.layout import RootLayout
@@ -62,6 +63,13 @@ def baseline_of(ingest: IngestVersion, songs: pd.DataFrame, labels: list[str]) -
     return fit_baseline(songs, song_features(shards, set(labelled["song_id"]), ingest.feature_config), labels)
 
 
+def recipe_tag(config: TrainConfig) -> str:
+    """Six hex digits of the recipe (every training setting but the seed and where it runs):
+    a run of another recipe is another run, never a resumed one."""
+    recipe = {k: v for k, v in config.to_dict().items() if k not in ("seed", "num_workers", "use_gpu")}
+    return "r" + fingerprint(recipe)[:6]
+
+
 def compare_run(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, labels: list[str], family: str,
                 seed: int, base: TrainConfig) -> RunRow:
     """One family and seed: train it (or find it trained), embed every song with its best model
@@ -70,7 +78,7 @@ def compare_run(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, 
     from pipelines.train import FittedModel, evaluate_run, fit_model
 
     config = dataclasses.replace(base, seed=seed, model=ModelConfig.for_family(family))
-    run = f"{family}-seed{seed}-{ingest.version}"
+    run = f"{family}-seed{seed}-{recipe_tag(config)}-{ingest.version}"
     started = time.perf_counter()
     finished = finished_run(layout, run, ingest.version, labels, config.epochs)
     fitted = (fit_model(layout, ingest, songs, labels, run, config) if finished is None

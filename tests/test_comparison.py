@@ -64,3 +64,16 @@ def test_the_plot_is_a_png(tmp_path):
     path = tmp_path / "report.png"
     plot_comparison(COMPARISON, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_of_another_recipe_is_another_run():
+    import dataclasses
+
+    from genre_batch.config import TrainConfig
+    from pipelines.compare import recipe_tag
+
+    base = TrainConfig()
+    assert recipe_tag(base) == recipe_tag(dataclasses.replace(base, seed=5, num_workers=4, use_gpu=True))
+    assert recipe_tag(base) != recipe_tag(dataclasses.replace(base, learning_rate=3e-4))
+    assert recipe_tag(base) != recipe_tag(dataclasses.replace(base, mixup_alpha=0.2))
+    assert len(recipe_tag(base)) == 7 and recipe_tag(base).startswith("r")
