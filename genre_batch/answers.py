@@ -25,7 +25,7 @@ from genre_batch.decode import decode_audio
 from genre_batch.errors import GenreBatchError
 from genre_batch.evaluation import split_metrics
 from genre_batch.features import featurise
-from genre_batch.index import SongIndex, UnknownSongError, recall_at_k
+from genre_batch.index import SongIndex, UnknownSongError, centre_vectors, cosine_spread, recall_at_k
 from genre_batch.playlist import Playlist, make_playlist, resolve_history
 from genre_batch.pooling import UNKNOWN, GenreDecision, decide_genre, pool_song
 from genre_batch.storage import download_file, is_local, normalise_uri, read_bytes
@@ -121,6 +121,16 @@ class PublishedIndex:
         item id order (the rows of ``predictions``), read straight from Arrow."""
         return predictions_matrix(self.version.predictions_uri, column)
 
+    @property
+    def embedding_mean(self) -> np.ndarray | None:
+        mean = self.version.manifest.embedding_mean
+        return None if mean is None else np.asarray(mean, dtype=np.float32)
+
+    def song_vectors(self) -> np.ndarray:
+        """The song vectors as similar-song search sees them (centred on the catalogue's mean
+        when the index is): the vectors of songs.ann, in item id order."""
+        return centre_vectors(self.vectors("embedding"), self.embedding_mean)
+
     @cached_property
     def by_song(self) -> pd.DataFrame:
         return self.predictions.set_index("song_id", drop=False)
@@ -194,7 +204,7 @@ class PublishedIndex:
         same = self.predictions["path"] == normalise_uri(uri)
         exclude = set(self.predictions.loc[same, "song_id"])
         exclude |= self.songs_with_hash(answer.content_hash)
-        hits = self.index.query_vector(answer.embedding, k, exclude=exclude)
+        hits = self.index.query_vector(centre_vectors(answer.embedding, self.embedding_mean), k, exclude=exclude)
         return answer, [self._neighbour(sid, sim) for sid, sim in hits]
 
     @cached_property
@@ -218,7 +228,7 @@ class PublishedIndex:
         plays, skipped = resolve_history(history, self.predictions, catalogue=self.catalogue)
         labels = list(self.version.manifest.labels)  # the order of the ``probs`` column
         return make_playlist(
-            self.predictions, self.vectors("embedding"), self.vectors("probs"), labels, plays,
+            self.predictions, self.song_vectors(), self.vectors("probs"), labels, plays,
             n=n, variety=variety, skipped=skipped,
         )
 
@@ -241,9 +251,14 @@ class PublishedIndex:
             out[split] = numbers
         out["unlabelled_songs"] = int(frame["label"].isna().sum())
         out["unknown_threshold"] = self.version.manifest.threshold.to_dict()
-        vectors = self.vectors("embedding")
+        vectors = self.song_vectors()
         out[f"annoy_recall_at_{k}"] = recall_at_k(self.index, vectors, k=min(k, len(frame) - 1), n_queries=200) \
             if len(frame) > 1 else float("nan")
+        out["similarity"] = {
+            "centred": self.embedding_mean is not None,
+            "cosine_of_random_pairs": cosine_spread(vectors),
+            "uncentred_cosine_of_random_pairs": cosine_spread(self.vectors("embedding")),
+        }
         return out
 
     def _precision_at_k(self, queries: pd.DataFrame, k: int) -> float:

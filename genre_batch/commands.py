@@ -117,6 +117,14 @@ def format_evaluation(report: dict[str, Any], k: int) -> str:
         per_genre = ", ".join(f"{g} {format_metric(v)}" for g, v in part["per_genre"].items())
         lines.append(f"    per genre: {per_genre}")
     lines.append(f"  Annoy recall@{k} vs exact cosine search: {format_metric(report[f'annoy_recall_at_{k}'])}")
+    similarity = report.get("similarity")
+    if similarity:
+        def spread(p: dict[str, float]) -> str:
+            return "/".join(format_metric(p[q]) for q in ("p05", "p50", "p95"))
+
+        lines.append(f"  cosine of random song pairs (5th/50th/95th percentile): {spread(similarity['cosine_of_random_pairs'])}"
+                     + (f" centred on the catalogue's mean; {spread(similarity['uncentred_cosine_of_random_pairs'])} "
+                        "uncentred" if similarity["centred"] else " (not centred)"))
     return "\n".join(lines)
 
 

@@ -234,6 +234,8 @@ class IndexConfig:
     # ... then raised to this quantile of the right validation answers' confidences.
     floor_quantile: float = 0.05
     batch_size: int = 64
+    # Similar songs by cosine of song vectors centred on the catalogue's mean (genre_batch.index).
+    centre: bool = True
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "n_trees", "batch_size")

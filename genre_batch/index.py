@@ -56,6 +56,24 @@ def _unit_rows(vectors: np.ndarray, what: str) -> np.ndarray:
     return (array / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
+def centre_vectors(vectors: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
+    """Song vectors ``[N, D]`` (or one ``[D]``) minus the catalogue's mean vector, back to unit
+    length: the direction every song shares is taken out before cosine search, so scores spread
+    over [-1, 1] instead of crowding near 1. ``mean`` None: unit rows as they are."""
+    array = np.asarray(vectors, dtype=np.float64)
+    one = array.ndim == 1
+    rows = array[None, :] if one else array
+    if mean is not None:
+        rows = rows - np.asarray(mean, dtype=np.float64)[None, :]
+    unit = _unit_rows(rows, "song vectors")
+    return unit[0] if one else unit
+
+
+def catalogue_mean(vectors: np.ndarray) -> np.ndarray:
+    """The mean of the catalogue's unit song vectors, float32 ``[D]``."""
+    return _unit_rows(vectors, "song vectors").mean(axis=0).astype(np.float32)
+
+
 class SongIndex:
     """Approximate cosine nearest neighbours over songs.
 
@@ -278,3 +296,17 @@ def recall_at_k(
         found = {song_id for song_id, _ in index.query_song(index.song_ids[row], k=k, search_k=search_k)}
         hits += len(expected & found)
     return hits / (len(rows) * k)
+
+
+def cosine_spread(vectors: np.ndarray, pairs: int = 2000, seed: int = 0) -> dict[str, float]:
+    """The 5th, 50th and 95th percentiles of the cosine between random pairs of distinct songs:
+    how much of [-1, 1] the similarity scores shown to users use (NaN for fewer than 2 songs)."""
+    unit = _unit_rows(vectors, "song vectors")
+    if len(unit) < 2:
+        return {"p05": float("nan"), "p50": float("nan"), "p95": float("nan")}
+    rng = np.random.default_rng(seed)
+    first = rng.integers(0, len(unit), pairs)
+    second = (first + rng.integers(1, len(unit), pairs)) % len(unit)  # never the song itself
+    cosines = np.einsum("ij,ij->i", unit[first], unit[second])
+    p05, p50, p95 = np.percentile(cosines, [5, 50, 95])
+    return {"p05": float(p05), "p50": float(p50), "p95": float(p95)}

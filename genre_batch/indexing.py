@@ -27,7 +27,7 @@ from genre_batch.artifacts import IndexVersion, IngestVersion, published_model_r
 from genre_batch.checkpoint import ModelBundle, load_model_bundle
 from genre_batch.config import IndexConfig, ensure_same_features
 from genre_batch.evaluation import add_predicted, save_plots
-from genre_batch.index import SongIndex
+from genre_batch.index import SongIndex, catalogue_mean, centre_vectors
 from genre_batch.layout import RootLayout
 from genre_batch.manifests import IndexManifest
 from genre_batch.nulls import null_if_nan
@@ -149,7 +149,9 @@ def publish_index_version(
     write_rows(rows, schemas.predictions_schema(model.bundle.model_config.embedding_dim),
                layout.predictions_table(version), metadata)
     vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32)
-    write_annoy(layout.annoy_file(version), [row["song_id"] for row in rows], vectors, config.n_trees)
+    mean = catalogue_mean(vectors) if config.centre else None
+    write_annoy(layout.annoy_file(version), [row["song_id"] for row in rows], centre_vectors(vectors, mean),
+                config.n_trees)
     # The version carries the model that made its embeddings: resuming or retraining the run
     # later rewrites models/<run>/model.pt, and `similar --audio` must keep matching the index.
     write_bytes(layout.index_model_file(version), model.data)
@@ -159,7 +161,7 @@ def publish_index_version(
         version=version, model_run=model.run, model_uri=model.uri, model_sha256=model.sha256,
         ingest_version=ingest.version, labels=tuple(labels), feature_config=ingest.feature_config,
         model_config=model.bundle.model_config, embedding_dim=int(vectors.shape[1]), n_trees=config.n_trees,
-        songs=len(rows), threshold=threshold,
+        songs=len(rows), threshold=threshold, embedding_mean=None if mean is None else tuple(mean.tolist()),
     ).write(layout.index_manifest(version))
     publish(layout.index_area, version)
     return IndexReport(

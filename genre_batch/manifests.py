@@ -170,9 +170,12 @@ class IndexManifest(JsonDocument):
     threshold: ThresholdChoice = field(metadata=_doc(
         "The unknown rule: threshold, its validation coverage and accuracy, targets, and the rule in words."))
     code_version: str = field(default_factory=code_version, metadata=_doc("genre-batch version that wrote it."))
+    embedding_mean: tuple[float, ...] | None = field(default=None, metadata=_doc(
+        "Mean of the songs' embeddings, subtracted (then unit length again) from every song vector in "
+        "songs.ann and from every query before cosine search; absent: not centred."))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "kind": self.KIND,
             "version": self.version,
             "model_run": self.model_run,
@@ -190,6 +193,9 @@ class IndexManifest(JsonDocument):
             "files": dict(self.FILES),
             "code_version": self.code_version,
         }
+        if self.embedding_mean is not None:
+            out["embedding_mean"] = list(self.embedding_mean)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "index manifest") -> "IndexManifest":
@@ -212,6 +218,7 @@ class IndexManifest(JsonDocument):
             songs=int(data["songs"]),
             threshold=ThresholdChoice.from_dict(data["threshold"]),
             code_version=str(data["code_version"]),
+            embedding_mean=None if data.get("embedding_mean") is None else tuple(float(v) for v in data["embedding_mean"]),
         )
 
 

@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="unknown below this quantile of the confidences of the right validation answers "
                              "(audio unlike the training songs); 0: off")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="tiles per inference batch")
+    parser.add_argument("--no-centre", dest="centre", action="store_false",
+                        help="search similar songs by the cosine of the song vectors as they are, not centred on "
+                             "the catalogue's mean")
     add_device_flags(parser, "inference")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
 
@@ -78,6 +81,7 @@ def from_args(args: argparse.Namespace) -> IndexReport:
         min_coverage=args.min_coverage,
         floor_quantile=args.floor_quantile,
         batch_size=args.batch_size,
+        centre=args.centre,
     )
     return run_index(args.root, config, use_gpu=args.use_gpu, address=args.address)
 

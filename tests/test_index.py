@@ -162,3 +162,47 @@ def test_recall_on_clustered_data(index: SongIndex, data: tuple[list[str], np.nd
     song_ids = list(index.song_ids)
     weak = SongIndex.build(song_ids, vectors, n_trees=1, seed=0)
     assert recall_at_k(weak, vectors, k=10, n_queries=100, seed=0, search_k=10) < recall
+
+
+def narrow_cone(n: int = 300, dim: int = 16, seed: int = 0) -> np.ndarray:
+    """Unit vectors that all lie near one direction, as the demo's song vectors do, with a
+    smaller structure (two groups) inside the cone."""
+    rng = np.random.default_rng(seed)
+    common = np.zeros(dim)
+    common[0] = 10.0
+    groups = np.where(np.arange(n)[:, None] % 2 == 0, 1.0, -1.0) * np.eye(dim)[1]
+    vectors = common + groups + 0.3 * rng.normal(size=(n, dim))
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_centring_spreads_the_scores_of_a_narrow_cone():
+    from genre_batch.index import catalogue_mean, centre_vectors, cosine_spread
+
+    vectors = narrow_cone()
+    before = cosine_spread(vectors)
+    after = cosine_spread(centre_vectors(vectors, catalogue_mean(vectors)))
+    assert before["p05"] > 0.95  # every pair looks alike
+    assert after["p05"] < -0.5 and after["p95"] > 0.5  # the two groups now point apart
+    # The groups are what similar-song search should find: the nearest neighbours stay in them.
+    centred = centre_vectors(vectors, catalogue_mean(vectors))
+    nearest = exact_neighbours(centred, centred[:20], 6)[:, 1:]
+    assert ((nearest % 2) == (np.arange(20)[:, None] % 2)).mean() > 0.95
+
+
+def test_centring_a_query_uses_the_same_mean_as_the_index():
+    from genre_batch.index import catalogue_mean, centre_vectors
+
+    vectors = narrow_cone(n=50)
+    mean = catalogue_mean(vectors)
+    index = SongIndex.build([f"s{i}" for i in range(50)], centre_vectors(vectors, mean), n_trees=5)
+    hits = index.query_vector(centre_vectors(vectors[7], mean), k=1)
+    assert hits[0][0] == "s7" and hits[0][1] == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(centre_vectors(vectors, None), vectors, atol=1e-6)  # no mean: as they are
+
+
+def test_cosine_spread_never_pairs_a_song_with_itself():
+    from genre_batch.index import cosine_spread
+
+    two = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    assert cosine_spread(two, pairs=100) == {"p05": -1.0, "p50": -1.0, "p95": -1.0}
+    assert np.isnan(cosine_spread(two[:1])["p50"])

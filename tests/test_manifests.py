@@ -75,3 +75,16 @@ def test_the_error_names_the_file(tmp_path):
     path.write_text(json.dumps({**INGEST.to_dict(), "kind": "ingest", "extra": 1}))
     with pytest.raises(ManifestError, match=str(path)):
         IngestManifest.read(str(path))
+
+
+def test_an_index_manifest_keeps_its_centring_mean_and_reads_old_ones_without():
+    threshold = choose_threshold([0.9, 0.4], [True, False])
+    manifest = IndexManifest(
+        version="v", model_run="cnn-v", model_uri="m", model_sha256="0" * 64, ingest_version="i",
+        labels=("jazz", "rock"), feature_config=FeatureConfig(), model_config=ModelConfig(), embedding_dim=2,
+        n_trees=5, songs=2, threshold=threshold, embedding_mean=(0.25, -0.5),
+    )
+    data = through_json(manifest.to_dict())
+    assert data["embedding_mean"] == [0.25, -0.5] and IndexManifest.from_dict(data) == manifest
+    del data["embedding_mean"]  # an index from before centring
+    assert IndexManifest.from_dict(data).embedding_mean is None
