@@ -179,6 +179,9 @@ class TrainConfig:
     time_stretch: float = 0.0
     crop_frames: int = 0
     freq_shift: int = 0
+    # An exponential moving average of the weights (this decay per step; 0: off) is what is
+    # validated and saved as the model.
+    ema_decay: float = 0.0
     shuffle_buffer_tiles: int = 512
     model: ModelConfig = field(default_factory=ModelConfig)
     # The best epoch (model.pt) is the one with the best validation *song* accuracy (a song =
@@ -193,6 +196,8 @@ class TrainConfig:
                   "crop_frames", "freq_shift")
         if not self.time_stretch < 1:
             raise ConfigError(f"time_stretch must be below 1, got {self.time_stretch}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.select_on not in ("song", "tile"):
             raise ConfigError(f"select_on must be 'song' or 'tile', got {self.select_on!r}")
         if not self.learning_rate > 0:

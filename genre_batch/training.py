@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from genre_batch.checkpoint import checkpoint_state, ensure_resumable, restore_training_state
+from genre_batch.checkpoint import checkpoint_state, ensure_resumable, restore_training_state, unwrap_model
 from genre_batch.config import FeatureConfig, TrainConfig
 from genre_batch.errors import GenreBatchError
 from genre_batch.layout import RootLayout
@@ -29,6 +30,9 @@ from genre_batch.storage import exists
 from genre_batch.tiles import tiles_from_binary
 
 logger = logging.getLogger(__name__)
+
+# Where a checkpoint keeps the raw (still training) weights when its model is their moving average.
+RAW_WEIGHTS = "raw_model_state"
 
 # A batch as the workers get it: uint8 tiles [B, n_mels, tile_frames], class ids [B] and each
 # tile's song as a row of the validation songs (-1: not one of them) [B].
@@ -201,13 +205,28 @@ class TrainLoop:
                                            weight_decay=config.weight_decay)
         self.augment = TileAugment.from_configs(config, features).to(self.device)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        # The averaged weights (BatchNorm statistics too) are validated and saved; the raw
+        # ones keep training.
+        self.ema = (AveragedModel(unwrap_model(self.model), multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+                                  use_buffers=True) if config.ema_decay > 0 else None)
         self.start_epoch = 0
         self.history: list[dict[str, float]] = []
 
+    @property
+    def evaluated_model(self) -> nn.Module:
+        """The weights that are validated and saved: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
     def restore(self, state: dict[str, Any]) -> None:
-        """Continue a run from its checkpoint state (same genres and tiles, else ``CheckpointError``)."""
+        """Continue a run from its checkpoint state (same genres and tiles, else ``CheckpointError``).
+        With a moving average, the checkpoint's model is the average and the raw weights ride
+        along in ``extra``."""
         ensure_resumable(state, self.labels, self.features)
-        self.start_epoch = restore_training_state(state, self.model, self.optimizer)
+        raw = state.get("extra", {}).get(RAW_WEIGHTS)
+        self.start_epoch = restore_training_state({**state, "model_state": raw} if raw is not None else state,
+                                                  self.model, self.optimizer)
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["model_state"])
         self.history = [dict(row) for row in state.get("history", [])]
 
     def run_pass(self, batches: Iterable[TileBatch | tuple[torch.Tensor, torch.Tensor]], train: bool) -> PassTotals:
@@ -215,6 +234,7 @@ class TrainLoop:
         steps; without, the plain tiles, no gradients, and the validation songs' summed
         probabilities (tiles whose song row is -1 count for tile accuracy only)."""
         self.model.train(train)
+        self.evaluated_model.train(train)
         self.augment.train(train)
         totals = PassTotals()
         if not train and self.song_rows:
@@ -230,8 +250,10 @@ class TrainLoop:
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self.optimizer.step()
+                    if self.ema is not None:
+                        self.ema.update_parameters(unwrap_model(self.model))
                 else:
-                    logits = self.model(inputs)
+                    logits = self.evaluated_model(inputs)
                     loss = self.loss_fn(logits, targets)
                     if song_index:
                         totals.add_songs(song_index[0].to(self.device), logits, targets)
@@ -305,10 +327,14 @@ class TrainLoop:
         return early_stop_reached(self.history, selection_metric(self.config), self.config.patience)
 
     def checkpoint_state(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
-        """A self-describing checkpoint of the epoch just run (``genre_batch.checkpoint``)."""
+        """A self-describing checkpoint of the epoch just run (``genre_batch.checkpoint``): the
+        evaluated weights as the model, the raw ones in ``extra`` when they differ."""
+        extra: dict[str, Any] = {"train_config": self.config.to_dict()}
+        if self.ema is not None:
+            extra[RAW_WEIGHTS] = unwrap_model(self.model).state_dict()
         return checkpoint_state(
-            self.model, self.optimizer, self.labels, self.features, self.config.model, epoch, metrics,
-            self.history, extra={"train_config": self.config.to_dict()},
+            self.evaluated_model, self.optimizer, self.labels, self.features, self.config.model, epoch, metrics,
+            self.history, extra=extra,
         )
 
     def describe(self, metrics: dict[str, float]) -> str:

@@ -329,6 +329,8 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     augment.add_argument("--freq-shift", type=int, default=defaults.freq_shift, help="shift up to this many mel bins")
     augment.add_argument("--freq-mask", type=int, default=defaults.freq_mask, help="SpecAugment frequency mask, mel bins")
     augment.add_argument("--time-mask", type=int, default=defaults.time_mask, help="SpecAugment time mask, frames")
+    parser.add_argument("--ema", type=float, default=defaults.ema_decay,
+                        help="validate and keep a moving average of the weights, this decay per step (0: off)")
 
 
 def recipe_from_args(args: argparse.Namespace, model: ModelConfig = ModelConfig()) -> TrainConfig:
@@ -337,6 +339,7 @@ def recipe_from_args(args: argparse.Namespace, model: ModelConfig = ModelConfig(
         num_workers=args.workers, use_gpu=args.use_gpu, model=model, select_on=args.select_on,
         patience=args.patience, mixup_alpha=args.mixup, time_stretch=args.time_stretch,
         crop_frames=args.crop_frames, freq_shift=args.freq_shift, freq_mask=args.freq_mask, time_mask=args.time_mask,
+        ema_decay=args.ema,
     )
 
 

@@ -137,3 +137,27 @@ def test_mixup_trains_and_one_seed_gives_one_model(one_torch_thread):
     (metrics, first), (_, second) = train_once(), train_once()
     assert math.isfinite(metrics["train_loss"]) and 0.0 <= metrics["valid_accuracy"] <= 1.0
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_a_moving_average_is_what_is_validated_saved_and_resumed(one_torch_thread):
+    from genre_batch.checkpoint import load_model_bundle
+    from genre_batch.training import RAW_WEIGHTS
+
+    config = dataclasses.replace(CONFIG, ema_decay=0.9)
+    loop = TrainLoop(config, FEATURES, LABELS)
+    metrics = loop.run_epoch(0, batches(0), batches(100))
+    raw, averaged = loop.model.state_dict(), loop.evaluated_model.state_dict()
+    assert any(not torch.equal(raw[k], averaged[k]) for k in raw if raw[k].is_floating_point())
+    state = loop.checkpoint_state(0, metrics)
+    assert all(torch.equal(state["model_state"][k], averaged[k]) for k in averaged)
+    assert all(torch.equal(state["extra"][RAW_WEIGHTS][k], raw[k]) for k in raw)
+    bundle = load_model_bundle(state)  # inference gets the average
+    assert all(torch.equal(bundle.model.state_dict()[k], averaged[k]) for k in averaged)
+
+    resumed = TrainLoop(config, FEATURES, LABELS, seed=9)
+    resumed.restore(state)
+    assert all(torch.equal(resumed.model.state_dict()[k], raw[k]) for k in raw)
+    assert all(torch.equal(resumed.evaluated_model.state_dict()[k], averaged[k]) for k in averaged)
+    assert TrainLoop(CONFIG, FEATURES, LABELS).ema is None  # off by default
+    with pytest.raises(ConfigError):
+        TrainConfig(ema_decay=1.0)
