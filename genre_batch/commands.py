@@ -398,12 +398,16 @@ def _synth_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="directory to write the demo catalogue into")
     parser.add_argument("--songs", type=positive_int, default=120, help="number of songs")
     parser.add_argument("--seed", type=int, default=0, help="seed: the same seed writes the same catalogue")
+    parser.add_argument("--difficulty", choices=("normal", "hard"), default="normal",
+                        help="hard: ten artists a genre with fewer songs each, genre pairs that share tempo and "
+                             "instruments, and recording noise (GitHub issue #14); normal is the demo's catalogue")
 
 
 def _synth(args: argparse.Namespace) -> None:
-    summary = write_demo_catalogue(args.out, n_songs=args.songs, seed=args.seed)
+    summary = write_demo_catalogue(args.out, n_songs=args.songs, seed=args.seed, difficulty=args.difficulty)
     print(
-        f"wrote {summary.songs} songs in {len(summary.genres)} genres ({', '.join(summary.genres)}) "
+        f"wrote {summary.songs} {'hard ' if args.difficulty == 'hard' else ''}songs in {len(summary.genres)} genres "
+        f"({', '.join(summary.genres)}) "
         f"to {summary.root}, labels in {summary.labels_csv}, "
         f"{len(summary.broken_files)} deliberately broken file(s)"
     )

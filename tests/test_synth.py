@@ -307,3 +307,193 @@ def test_write_songs_gets_the_longest_encodes_first_and_must_write_them_all(tmp_
 
     with pytest.raises(synth.CatalogueWriteError, match="1 of 8 songs"):
         write_catalogue(tmp_path, 8, seed=3, write_songs=drop_one, with_broken_file=False)
+
+
+# --- hard catalogues (difficulty="hard", GitHub issue #14) -------------------------------
+
+
+def test_a_hard_plan_has_more_artists_a_genre_and_fewer_songs_each() -> None:
+    normal, hard = plan_catalogue(60, seed=3), plan_catalogue(60, seed=3, difficulty="hard")
+
+    assert hard == plan_catalogue(60, seed=3, difficulty="hard") and hard != normal
+    assert {song.difficulty for song in normal} == {"normal"} and {song.difficulty for song in hard} == {"hard"}
+    assert Counter(song.genre for song in hard) == Counter(song.genre for song in normal)  # six genres, balanced
+    for genre in GENRES:
+        normal_artists = Counter(song.artist for song in normal if song.genre == genre)
+        hard_artists = Counter(song.artist for song in hard if song.genre == genre)
+        assert len(hard_artists) >= 2 * len(normal_artists)
+        assert max(hard_artists.values()) < max(normal_artists.values())
+        assert set(hard_artists) <= set(synth.genre_artists(genre, "hard"))
+        assert synth.genre_artists(genre, "hard")[: len(STYLES[genre].artists)] == STYLES[genre].artists
+    with pytest.raises(ValueError, match="difficulty"):
+        plan_catalogue(6, difficulty="extreme")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not an artist"):
+        synth.artist_profile("neon-techno", synth.HARD_ARTISTS["neon-techno"][0])  # a hard catalogue's artist
+
+
+def test_hard_twin_genres_share_a_tempo_range_and_lend_each_other_parts() -> None:
+    parts = ("drums", "bass", "chords", "lead")
+    assert sorted(synth.GENRE_TWINS) == sorted(GENRES)
+    for genre, twin in synth.GENRE_TWINS.items():
+        (low, high), (twin_low, twin_high) = STYLES[genre].tempo_bpm, STYLES[twin].tempo_bpm
+        assert min(high, twin_high) - max(low, twin_low) <= 0  # normal: tempo tells the twins apart
+        assert synth.HARD_TEMPO_BPM[genre] == synth.HARD_TEMPO_BPM[twin]  # hard: one range for both
+        profiles = [synth.artist_profile(genre, artist, "hard") for artist in synth.genre_artists(genre, "hard")]
+        assert {profile.tempo_range for profile in profiles} == {synth.HARD_TEMPO_BPM[genre]}
+        borrowed = [profile for profile in profiles
+                    if any(getattr(profile, part) not in getattr(STYLES[genre], part)
+                           and getattr(profile, part) in getattr(STYLES[twin], part) for part in parts)]
+        assert len(borrowed) >= 3, genre  # a twin's drums, bass, chords or lead
+    plan = plan_catalogue(120, seed=0, difficulty="hard")
+    for genre, twin in synth.GENRE_PAIRS:
+        tempos, twin_tempos = ([song.tempo_bpm for song in plan if song.genre == g] for g in (genre, twin))
+        overlap = min(max(tempos), max(twin_tempos)) - max(min(tempos), min(twin_tempos))
+        assert overlap > 0.5 * (max(tempos) - min(tempos)), (genre, twin)
+
+
+@pytest.mark.parametrize("n_songs", [6, 12, 60, 120])
+def test_a_hard_catalogues_curated_split_puts_every_genre_on_every_side(n_songs: int) -> None:
+    songs = plan_catalogue(n_songs, seed=1, difficulty="hard")
+    split = synth.curated_split(songs)
+    for genre in GENRES:
+        sides = Counter(split[artist] for artist in {song.artist for song in songs if song.genre == genre})
+        n_artists = sum(sides.values())
+        expected = {1: {"train": 1}, 2: {"test": 1, "train": 1}}.get(n_artists) or {
+            "test": max(1, round(n_artists / 5)), "valid": max(1, round(n_artists / 5)),
+            "train": n_artists - 2 * max(1, round(n_artists / 5))}
+        assert sides == Counter(expected), (n_songs, genre, sides)
+    if n_songs == 120:  # ten artists a genre: two to test, two to valid, as many test songs as normal
+        assert sum(split[song.artist] == "test" for song in songs) == 24
+
+
+def test_a_hard_song_is_deterministic_and_recorded_differently() -> None:
+    plan = plan_catalogue(60, seed=5, difficulty="hard")
+    song = next(song for song in plan if song.genre == "lava-metal" and song.artist in STYLES[song.genre].artists)
+    song = dataclasses.replace(song, duration_s=6.0, sample_rate=22_050, channels=1)
+
+    audio = render_song(song)
+
+    assert audio.shape == (6 * 22_050,) and audio.dtype == np.float32 and np.isfinite(audio).all()
+    assert np.array_equal(audio, render_song(song))
+    assert not np.array_equal(audio, render_song(dataclasses.replace(song, difficulty="normal")))
+
+
+def test_synth_difficulty_hard_writes_the_librarys_hard_catalogue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from genre_batch import commands
+    from genre_batch.cli import main
+
+    calls: list[dict[str, object]] = []
+
+    def short_songs(out_dir: Path, **options: object) -> synth.CatalogueSummary:
+        calls.append(options)
+        return write_demo_catalogue(out_dir, min_duration_s=4.0, max_duration_s=5.0, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(commands, "write_demo_catalogue", short_songs)
+    assert main(["synth", "--out", str(tmp_path / "cli"), "--songs", "2", "--seed", "7", "--difficulty", "hard"]) == 0
+    assert "wrote 2 hard songs" in capsys.readouterr().out and calls[-1]["difficulty"] == "hard"
+    library = write_catalogue(tmp_path / "library", 2, seed=7, min_duration_s=4.0, max_duration_s=5.0,
+                              difficulty="hard")
+
+    assert file_md5s(tmp_path / "cli") == file_md5s(tmp_path / "library")
+    for song in plan_catalogue(2, seed=7, min_duration_s=4.0, max_duration_s=5.0, difficulty="hard"):
+        assert str(ID3(Path(library.root) / song.relative_path)["COMM:genre_batch.synth:eng"]) == f"seed={song.seed} difficulty=hard"
+    assert main(["synth", "--out", str(tmp_path / "default"), "--songs", "1"]) == 0
+    assert calls[-1]["difficulty"] == "normal" and "wrote 1 songs" in capsys.readouterr().out
+
+
+# Small renders of both difficulties, as the project's own features see them: the songs of a
+# plan of HARDNESS_SONGS (8-9 s, 22.05 kHz mono, no mp3), featurised (one tile each) and
+# summed up as the MFCC baseline does (mean and std of 20 MFCCs). Measured over plan seeds
+# 0-7 (the baseline's logistic regression, l2 1.0, artist-disjoint folds): normal 0.50-0.78,
+# hard 0.25-0.39, normal minus hard 0.11-0.50 (median 0.33); seed 6 (0.58 and 0.25) is a
+# typical one.
+# The top band's floor (noise_floor_db, median over songs) is 9.5 dB higher on hard at seed 6
+# (8.9 dB at seed 2).
+HARDNESS_SONGS = 36
+HARDNESS_SEED = 6
+HARDNESS_FOLDS = 3
+HARDNESS_L2 = 1.0  # 24 training songs in 40 dimensions: a firm penalty keeps the comparison steady
+
+
+@dataclasses.dataclass(frozen=True)
+class Rendered:
+    songs: list[SynthSong]
+    vectors: np.ndarray  # [songs, 40]
+    floors_db: np.ndarray  # [songs], see noise_floor_db
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, Rendered]:
+    import torch
+
+    from genre_batch.baseline import mfcc_frames
+    from genre_batch.config import FeatureConfig
+    from genre_batch.features import featurise
+
+    features, threads = FeatureConfig(), torch.get_num_threads()
+    torch.set_num_threads(1)  # featurise's small FFTs: threads cost 10x on a busy machine
+    try:
+        out = {}
+        for difficulty in synth.DIFFICULTIES:
+            plan = plan_catalogue(HARDNESS_SONGS, seed=HARDNESS_SEED, min_duration_s=8.0, max_duration_s=9.0,
+                                  difficulty=difficulty)
+            songs = [dataclasses.replace(song, sample_rate=22_050, channels=1) for song in plan]
+            vectors, floors = [], []
+            for song in songs:
+                audio = render_song(song)
+                coefficients = mfcc_frames(featurise(audio, features).tiles, features)
+                vectors.append(np.concatenate([coefficients.mean(axis=1), coefficients.std(axis=1)]))
+                floors.append(noise_floor_db(audio, 22_050))
+            out[difficulty] = Rendered(songs, np.array(vectors), np.array(floors))
+        return out
+    finally:
+        torch.set_num_threads(threads)
+
+
+def noise_floor_db(audio: np.ndarray, sample_rate: int) -> float:
+    """Level of the song's quietest frames above 3 kHz (where music is sparse, and a noise
+    floor is all there is between hits), in dB re the song's mean power: the 5th percentile
+    of 1024-sample frames' power in that band, fades left out."""
+    body = audio[int(0.1 * sample_rate) : -int(1.6 * sample_rate)].astype(np.float64)
+    frames = body[: body.size // 1024 * 1024].reshape(-1, 1024) * np.hanning(1024)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    top_band = np.fft.rfftfreq(1024, 1.0 / sample_rate) >= 3000.0
+    return float(10 * np.log10(np.percentile(power[:, top_band].sum(axis=1), 5) / power.sum(axis=1).mean()))
+
+
+def artist_folds(songs: list[SynthSong]) -> np.ndarray:
+    """Fold of each song: its artist's place among its genre's artists (in plan order),
+    modulo HARDNESS_FOLDS; no artist is in two folds."""
+    artists: dict[str, list[str]] = {}
+    for song in songs:
+        if song.artist not in artists.setdefault(song.genre, []):
+            artists[song.genre].append(song.artist)
+    return np.array([artists[song.genre].index(song.artist) % HARDNESS_FOLDS for song in songs])
+
+
+def artist_disjoint_accuracy(data: Rendered) -> float:
+    """The baseline's logistic regression, fitted on two folds and scored on the third, in turn."""
+    from genre_batch.baseline import LogisticRegression
+
+    labels = np.array([GENRES.index(song.genre) for song in data.songs])
+    folds = artist_folds(data.songs)
+    correct = 0
+    for fold in range(HARDNESS_FOLDS):
+        train, test = folds != fold, folds == fold
+        model = LogisticRegression(l2=HARDNESS_L2).fit(data.vectors[train], labels[train], len(GENRES))
+        correct += int((model.predict_proba(data.vectors[test]).argmax(axis=1) == labels[test]).sum())
+    return correct / len(labels)
+
+
+def test_hard_songs_have_a_higher_noise_floor(rendered: dict[str, Rendered]) -> None:
+    normal, hard = (float(np.median(rendered[d].floors_db)) for d in ("normal", "hard"))
+    assert hard > normal + 5.0, (normal, hard)  # 9.5 dB at seed 6
+
+
+def test_hard_is_harder_for_the_mfcc_baseline(rendered: dict[str, Rendered]) -> None:
+    """Artist-disjoint folds, every genre in every fold: normal is learnt, hard much less so."""
+    for data in rendered.values():
+        assert len(set(zip(artist_folds(data.songs), (song.genre for song in data.songs)))) == HARDNESS_FOLDS * len(GENRES)
+    normal, hard = (artist_disjoint_accuracy(rendered[d]) for d in ("normal", "hard"))
+    assert normal >= 0.45 and hard <= normal - 0.1, (normal, hard)  # 0.58 and 0.25 at seed 6

@@ -29,10 +29,13 @@ from genre_batch.synth.instruments import (
 from genre_batch.synth.plan import SynthSong
 from genre_batch.synth.styles import (
     DRUM_PATTERNS,
+    HARD_BALANCE_DB,
+    HARD_SONG_BORROW_CHANCE,
     LOFI_CHANCE,
     SONG_BORROW_CHANCE,
     ArtistProfile,
     DrumKit,
+    Recording,
     Timbre,
     _jitter_floats,
     _style,
@@ -54,16 +57,21 @@ REVERB_SENDS = {"drums": 0.3, "bass": 0.0, "chords": 1.0, "lead": 1.0, "texture"
 def render_song(song: SynthSong) -> np.ndarray:
     """Synthesise one song: float32, (frames,) for mono or (frames, 2) for stereo.
 
-    A pure function of ``song`` (its seed, genre, artist, tempo, length and format).
+    A pure function of ``song`` (its seed, genre, artist, tempo, length, format and
+    difficulty). A hard song borrows a part more often and goes through its artist's
+    recording chain (``styles.Recording``: noise floor, band limit, room, clipping, gain)
+    instead of the normal per-song recording quality; it costs the same to render.
     """
     if song.sample_rate % RENDER_RATE != 0:
         raise ValueError(f"sample_rate must be a multiple of {RENDER_RATE}, got {song.sample_rate}")
     rng = np.random.default_rng(song.seed)
-    profile = artist_profile(song.genre, song.artist)
-    if rng.random() < SONG_BORROW_CHANCE:
+    profile = artist_profile(song.genre, song.artist, song.difficulty)
+    if rng.random() < (SONG_BORROW_CHANCE if profile.recording is None else HARD_SONG_BORROW_CHANCE):
         profile = borrow_part(profile, rng)
     kit = _jitter_floats(profile.kit, rng, spread=0.06)
-    timbre = _recording(_jitter_floats(profile.timbre, rng, spread=0.15), rng)
+    timbre = _jitter_floats(profile.timbre, rng, spread=0.15)
+    recording = None if profile.recording is None else _song_recording(profile.recording, rng)
+    timbre = _recording(timbre, rng) if recording is None else _recorded_timbre(timbre, recording)
     voice = Voice(RENDER_RATE, timbre, rng)
     form = plan_form(song, profile, rng)
     # Render past the end so releases and the room tail are cut naturally, not silenced.
@@ -77,10 +85,11 @@ def render_song(song: SynthSong) -> np.ndarray:
         "lead": (render_notes(lead_notes(form, profile.lead, rng), LEAD_INSTRUMENTS[profile.lead], voice, n_frames)
                  if profile.lead else np.zeros(n_frames)),
     }
-    stems = _balance(stems, _style(song.genre).levels_db, rng)
+    levels_db = _style(song.genre).levels_db if profile.levels_db is None else profile.levels_db
+    stems = _balance(stems, levels_db, rng, 3.5 if recording is None else HARD_BALANCE_DB)
     music_rms = _rms(np.sum(list(stems.values()), axis=0))
     stems["texture"] = _crackle(n_frames, RENDER_RATE, timbre.crackle, rng) * music_rms
-    mix = _mix_and_master(stems, song.channels, song.sample_rate, song.frames, timbre, rng)
+    mix = _mix_and_master(stems, song.channels, song.sample_rate, song.frames, timbre, rng, recording)
     return mix.astype(np.float32)
 
 
@@ -93,6 +102,22 @@ def _recording(timbre: Timbre, rng: np.random.Generator) -> Timbre:
     if timbre.crackle > 0 and rng.random() < 0.3:  # a clean reissue of a crackly record
         return dataclasses.replace(timbre, hiss_db=hiss_db, crackle=0.0)
     return dataclasses.replace(timbre, hiss_db=hiss_db)
+
+
+def _song_recording(recording: Recording, rng: np.random.Generator) -> Recording:
+    """A hard song's take on its artist's recording chain: every figure a little off."""
+    take = _jitter_floats(recording, rng, spread=0.2)
+    return dataclasses.replace(take, hiss_db=recording.hiss_db + float(rng.uniform(-4.0, 4.0)),
+                               reverb_wet=min(take.reverb_wet, 0.8), peak=min(take.peak, PEAK_RANGE[1]))
+
+
+def _recorded_timbre(timbre: Timbre, recording: Recording) -> Timbre:
+    """The timbre as the recording chain leaves it: its noise floor and crackle, a room halfway
+    between the genre's and the recording's, and the lower of the two low-pass cutoffs."""
+    return dataclasses.replace(timbre, hiss_db=recording.hiss_db, crackle=recording.crackle,
+                               reverb_wet=0.5 * (timbre.reverb_wet + recording.reverb_wet),
+                               reverb_s=0.5 * (timbre.reverb_s + recording.reverb_s),
+                               master_lowpass_hz=min(timbre.master_lowpass_hz, recording.lowpass_hz))
 
 
 def _kick_steps(profile: ArtistProfile) -> tuple[int, ...]:
@@ -120,7 +145,7 @@ def _rms(signal: FloatArray) -> float:
 
 
 def _balance(stems: dict[str, FloatArray], levels_db: dict[str, float],
-             rng: np.random.Generator) -> dict[str, FloatArray]:
+             rng: np.random.Generator, wobble_db: float = 3.5) -> dict[str, FloatArray]:
     """Each stem to its genre level (RMS-referenced) plus a per-song wobble of a few dB."""
     balanced = {}
     for name, stem in stems.items():
@@ -128,7 +153,7 @@ def _balance(stems: dict[str, FloatArray], levels_db: dict[str, float],
         if rms == 0.0:
             balanced[name] = stem
             continue
-        level_db = levels_db[name] + rng.normal(0.0, 3.5)
+        level_db = levels_db[name] + rng.normal(0.0, wobble_db)
         balanced[name] = stem / rms * 0.1 * 10 ** (level_db / 20)
     return balanced
 
@@ -148,7 +173,7 @@ def _crackle(n: int, sample_rate: int, level: float, rng: np.random.Generator) -
 
 
 def _mix_and_master(stems: dict[str, FloatArray], channels: int, out_rate: int, out_frames: int,
-                    timbre: Timbre, rng: np.random.Generator) -> FloatArray:
+                    timbre: Timbre, rng: np.random.Generator, recording: Recording | None = None) -> FloatArray:
     """Pan, room, master filters, upsampling and noise floor in one trip through the spectrum.
 
     ``stems`` are mono at ``RENDER_RATE``. The room is one impulse response; in stereo the
@@ -156,6 +181,9 @@ def _mix_and_master(stems: dict[str, FloatArray], channels: int, out_rate: int, 
     to ``out_rate`` is zero-padding of the spectrum; the noise floor is added at ``out_rate``
     so 44.1 kHz files have content in their top octave. Returns (out_frames,) for mono or
     (out_frames, 2) for stereo, faded in and out and scaled to a random peak.
+
+    A hard song's ``recording`` sets the high-pass cutoff, the final peak, and a tanh
+    clipping of the master (its ``drive``, after the noise floor, as a recorder clips).
     """
     n = next(iter(stems.values())).shape[0]
     impulse = room_impulse(RENDER_RATE, timbre.reverb_s, rng)
@@ -169,8 +197,8 @@ def _mix_and_master(stems: dict[str, FloatArray], channels: int, out_rate: int, 
     spectrum[:, 0] += room
     if channels == 2:
         spectrum[:, 1] += room * np.exp(-2j * np.pi * freqs * rng.uniform(0.007, 0.015))
-    spectrum *= _butterworth(freqs, lowpass_hz=timbre.master_lowpass_hz, highpass_hz=float(rng.uniform(20, 60)),
-                             order=1)[:, None]
+    highpass_hz = float(rng.uniform(20, 60)) if recording is None else recording.highpass_hz
+    spectrum *= _butterworth(freqs, lowpass_hz=timbre.master_lowpass_hz, highpass_hz=highpass_hz, order=1)[:, None]
 
     ratio = out_rate // RENDER_RATE
     out_size = size * ratio
@@ -179,11 +207,13 @@ def _mix_and_master(stems: dict[str, FloatArray], channels: int, out_rate: int, 
     noise_rms = _rms(dry) * 10 ** (timbre.hiss_db / 20)
     out_spectrum += _noise_spectrum(out_spectrum.shape, out_size, out_rate, rng) * noise_rms
     out = np.fft.irfft(out_spectrum, n=out_size, axis=0)[:out_frames]
+    if recording is not None and recording.drive > 0:
+        out = np.tanh(recording.drive * _normalise_peak(out))
 
     fade_in = np.minimum(np.arange(out_frames) / (0.05 * out_rate), 1.0)
     fade_out = np.minimum((out_frames - np.arange(out_frames)) / (1.5 * out_rate), 1.0)
     out *= (fade_in * fade_out)[:, None]
-    out = _normalise_peak(out) * rng.uniform(*PEAK_RANGE)
+    out = _normalise_peak(out) * (rng.uniform(*PEAK_RANGE) if recording is None else recording.peak)
     return out[:, 0] if channels == 1 else out
 
 

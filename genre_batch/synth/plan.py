@@ -6,7 +6,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genre_batch.synth.styles import ARTIST_TEMPO_SPREAD, GENRES, STYLES, ArtistProfile, artist_profile
+from genre_batch.synth.styles import (
+    ARTIST_TEMPO_SPREAD,
+    GENRES,
+    ArtistProfile,
+    Difficulty,
+    _difficulty,
+    artist_profile,
+    genre_artists,
+)
 
 SAMPLE_RATES = (22_050, 44_100)
 # Shares of the catalogue written at 44.1 kHz / in stereo, so that readers must resample
@@ -26,6 +34,7 @@ class SynthSong:
     sample_rate: int  # 22050 or 44100
     channels: int  # 1 or 2
     relative_path: str  # "<genre>/<artist> - <title>.mp3"
+    difficulty: Difficulty = "normal"  # "hard": see genre_batch.synth.styles (HARD_ARTISTS, ...)
 
     @property
     def frames(self) -> int:
@@ -46,6 +55,7 @@ def plan_catalogue(
     min_duration_s: float = 20.0,
     max_duration_s: float = 60.0,
     source_format: tuple[int, int] | None = None,
+    difficulty: Difficulty = "normal",
 ) -> list[SynthSong]:
     """Decide every song of a catalogue; same arguments, same plan.
 
@@ -53,7 +63,12 @@ def plan_catalogue(
     each genre, so every artist of a genre gets songs before any gets a second one. Files are
     a mix of 22.05/44.1 kHz and mono/stereo, or all ``source_format`` (sample rate, channels)
     when given (benchmarks: real catalogues are 44.1 kHz stereo).
+
+    ``difficulty="hard"`` deals the songs among twice as many artists a genre
+    (``genre_artists``), so each has half as many songs, and marks every song hard, which
+    ``render_song`` reads; a normal plan is what it was before difficulties existed.
     """
+    difficulty = _difficulty(difficulty)
     if n_songs < 1:
         raise ValueError(f"n_songs must be at least 1, got {n_songs}")
     if not 0 < min_duration_s <= max_duration_s:
@@ -64,14 +79,15 @@ def plan_catalogue(
     if source_format is not None:
         sample_rates, channel_counts = [source_format[0]] * n_songs, [source_format[1]] * n_songs
     # Each genre's artists start at a seed-dependent offset so small catalogues differ by seed.
-    artist_offsets = {genre: int(rng.integers(len(STYLES[genre].artists))) for genre in GENRES}
+    artists_of = {genre: genre_artists(genre, difficulty) for genre in GENRES}
+    artist_offsets = {genre: int(rng.integers(len(artists_of[genre]))) for genre in GENRES}
     used_paths: set[str] = set()
     songs = []
     for index in range(n_songs):
         genre = GENRES[index % len(GENRES)]
-        artists = STYLES[genre].artists
+        artists = artists_of[genre]
         artist = artists[(artist_offsets[genre] + index // len(GENRES)) % len(artists)]
-        profile = artist_profile(genre, artist)
+        profile = artist_profile(genre, artist, difficulty)
         title = _unique_title(rng, genre, artist, used_paths)
         songs.append(
             SynthSong(
@@ -84,6 +100,7 @@ def plan_catalogue(
                 sample_rate=sample_rates[index],
                 channels=channel_counts[index],
                 relative_path=f"{genre}/{artist} - {title}.mp3",
+                difficulty=difficulty,
             )
         )
     return songs

@@ -1,7 +1,10 @@
 """Styles: what a genre is, and what an artist inside it keeps from song to song.
 
 The lowest layer of ``genre_batch.synth``: presets and tables only (no audio), and the
-artist profile, a pure function of the genre and artist names.
+artist profile, a pure function of the genre and artist names (and of the catalogue's
+difficulty: a ``"hard"`` catalogue has more artists a genre, presets drawn from a wider
+spread, genre pairs that share a tempo range and lend each other parts, and a recording
+chain per artist; see ``HARD_ARTISTS`` and what follows it).
 """
 
 from __future__ import annotations
@@ -10,11 +13,15 @@ import dataclasses
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
 T = TypeVar("T")
+
+# How hard a catalogue is to classify; "normal" is the demo's, unchanged since it was one module.
+Difficulty = Literal["normal", "hard"]
+DIFFICULTIES: tuple[Difficulty, ...] = ("normal", "hard")
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,23 @@ class GenreStyle:
 
 
 @dataclass(frozen=True)
+class Recording:
+    """How an artist's songs were recorded (hard catalogues): the chain after the mix.
+
+    Drawn per artist independently of the genre (``HARD_RECORDING``), jittered per song.
+    """
+
+    hiss_db: float  # broadband noise floor relative to the mix RMS (replaces the timbre's)
+    lowpass_hz: float  # band limit of a cheap microphone or a worn transfer
+    highpass_hz: float  # small speakers and microphones lose the bass
+    drive: float  # tanh pre-gain of the master (mild clipping); 0 = clean
+    reverb_wet: float  # the room the song was recorded in (half of it, half the genre's)
+    reverb_s: float
+    crackle: float  # vinyl crackle level, whatever the genre; 0 = none
+    peak: float  # final peak level (random gain)
+
+
+@dataclass(frozen=True)
 class ArtistProfile:
     """What one artist keeps across songs: parts, tempo centre, kit and timbre presets."""
 
@@ -93,6 +117,9 @@ class ArtistProfile:
     swing: float
     kit: DrumKit
     timbre: Timbre
+    difficulty: Difficulty = "normal"
+    recording: Recording | None = None  # hard catalogues only
+    levels_db: dict[str, float] | None = None  # stem levels; None: the genre's (hard: part-way to the twin's)
 
 
 STYLES: dict[str, GenreStyle] = {
@@ -293,9 +320,71 @@ LOFI_CHANCE = 0.15
 # industrial metal sits just above techno, disco funk just below it.
 PATTERN_TEMPO_BPM = {"industrial": (140.0, 150.0), "disco": (110.0, 118.0)}
 
+# ---- hard catalogues (difficulty="hard"; GitHub issue #14) ----------------------------------
+# More artists a genre (ten, not five: with the same number of songs, fewer songs an artist).
+HARD_ARTISTS: dict[str, tuple[str, ...]] = {
+    "drift-ambient": ("Glass Meridian", "Slow Lantern", "Vesper Fog", "Quiet Orbit", "Tundra Bloom"),
+    "neon-techno": ("Voltage Choir", "Dataforge", "Mono Signal", "Night Relay", "Pixel Furnace"),
+    "dusty-hop": ("Tape Saint", "Rainy Crates", "Vinyl Ghost", "Loop Deacon", "Mellow Static"),
+    "marsh-folk": ("Bramble and Moss", "The Tidewalkers", "Cold Creek Sisters", "Peat Fire Band", "Lantern Reed"),
+    "lava-metal": ("Basalt Oath", "Sulfur Crown", "Molten Vigil", "Cinderhorn", "Tephra"),
+    "bubble-funk": ("The Carbonators", "Seltzer Kings", "Fizzy Lou", "Rootbeer Revue", "Sparkle Motion"),
+}
+# Twin genres: each pair shares one tempo range (so tempo does not tell them apart) and lends
+# each other parts far more often than other neighbours do (so instruments do not either).
+GENRE_PAIRS: tuple[tuple[str, str], ...] = (
+    ("drift-ambient", "marsh-folk"),
+    ("dusty-hop", "bubble-funk"),
+    ("neon-techno", "lava-metal"),
+)
+GENRE_TWINS: dict[str, str] = {a: b for pair in GENRE_PAIRS for a, b in (pair, pair[::-1])}
+HARD_PAIR_TEMPO_BPM: dict[tuple[str, str], tuple[float, float]] = {
+    ("drift-ambient", "marsh-folk"): (70.0, 110.0),
+    ("dusty-hop", "bubble-funk"): (84.0, 114.0),
+    ("neon-techno", "lava-metal"): (124.0, 160.0),
+}
+HARD_TEMPO_BPM: dict[str, tuple[float, float]] = {
+    genre: tempo for pair, tempo in HARD_PAIR_TEMPO_BPM.items() for genre in pair
+}
+HARD_PRESET_SPREAD = 0.55  # kit and timbre jitter of a hard artist (normal: 0.3 and 0.35)
+# A hard artist's kit, timbre and stem levels lie between its genre's and its twin's: a
+# weight drawn per artist from [0, HARD_TWIN_BLEND] (0 = the genre's own presets).
+HARD_TWIN_BLEND = 1.0
+HARD_ARTIST_BORROW_TRIES = 3
+HARD_ARTIST_BORROW_CHANCE = 0.55  # each try; so 91 % of artists borrow at least once
+HARD_SONG_BORROW_CHANCE = 0.45
+HARD_TWIN_LENDS = 0.75  # share of hard borrowing that goes to the twin genre
+# What a hard artist or song may borrow: what its genre may (``GenreStyle.borrows``), and the bass.
+HARD_BORROWS: dict[str, tuple[str, ...]] = {
+    genre: tuple(part for part in ("drums", "bass", "chords", "lead") if part == "bass" or part in style.borrows)
+    for genre, style in STYLES.items()
+}
+HARD_BALANCE_DB = 5.0  # per-song stem level wobble (normal: 3.5 dB)
+# The recording chain of a hard artist, drawn independently of the genre.
+HARD_RECORDING: dict[str, tuple[float, float]] = {
+    "hiss_db": (-36.0, -16.0),
+    "lowpass_hz": (2500.0, 12000.0),
+    "highpass_hz": (25.0, 350.0),
+    "drive": (1.5, 4.0),
+    "reverb_wet": (0.05, 0.6),
+    "reverb_s": (0.6, 3.5),
+    "crackle": (0.2, 0.8),
+    "peak": (0.3, 0.9),
+}
+HARD_CLIP_CHANCE = 0.4
+HARD_CRACKLE_CHANCE = 0.3
 
-def artist_profile(genre: str, artist: str) -> ArtistProfile:
-    """The fixed preset of one artist: a pure function of the two names."""
+
+def genre_artists(genre: str, difficulty: Difficulty = "normal") -> tuple[str, ...]:
+    """A genre's artists: ``STYLES[genre].artists``, followed by ``HARD_ARTISTS[genre]`` when hard."""
+    style = _style(genre)
+    return style.artists + HARD_ARTISTS[genre] if _difficulty(difficulty) == "hard" else style.artists
+
+
+def artist_profile(genre: str, artist: str, difficulty: Difficulty = "normal") -> ArtistProfile:
+    """The fixed preset of one artist: a pure function of the two names and the difficulty."""
+    if _difficulty(difficulty) == "hard":
+        return _hard_artist_profile(genre, artist)
     style = _style(genre)
     if artist not in style.artists:
         raise ValueError(f"{artist!r} is not an artist of {genre!r}")
@@ -325,14 +414,92 @@ def artist_profile(genre: str, artist: str) -> ArtistProfile:
 
 
 def borrow_part(profile: ArtistProfile, rng: np.random.Generator) -> ArtistProfile:
-    """Swap one part (drums, chords or lead) for a neighbouring genre's, as real bands do."""
-    neighbours = GENRE_NEIGHBOURS[profile.genre]
-    neighbour = STYLES[neighbours[rng.integers(len(neighbours))]]
-    borrowable = STYLES[profile.genre].borrows
+    """Swap one part (drums, chords or lead) for a neighbouring genre's, as real bands do.
+
+    In a hard catalogue the lender is the genre's twin (``GENRE_TWINS``) more often than not,
+    and the bass may be lent too (``HARD_BORROWS``).
+    """
+    hard = profile.difficulty == "hard"
+    if hard and rng.random() < HARD_TWIN_LENDS:
+        neighbour = STYLES[GENRE_TWINS[profile.genre]]
+    else:
+        neighbours = GENRE_NEIGHBOURS[profile.genre]
+        neighbour = STYLES[neighbours[rng.integers(len(neighbours))]]
+    borrowable = HARD_BORROWS[profile.genre] if hard else STYLES[profile.genre].borrows
     part = borrowable[rng.integers(len(borrowable))]
     options: tuple[str | None, ...] = getattr(neighbour, part)
     change: dict[str, Any] = {part: options[rng.integers(len(options))]}
     return dataclasses.replace(profile, **change)
+
+
+def _hard_artist_profile(genre: str, artist: str) -> ArtistProfile:
+    """A hard catalogue's artist: parts drawn (not dealt) from the genre's options, a tempo
+    centre in the pair's shared range, kit, timbre and stem levels moved part-way towards the
+    twin genre's (``HARD_TWIN_BLEND``) and jittered further, a recording chain, and up to three
+    parts borrowed (``HARD_ARTIST_BORROW_TRIES``), most often from the twin."""
+    style, artists = _style(genre), genre_artists(genre, "hard")
+    if artist not in artists:
+        raise ValueError(f"{artist!r} is not an artist of {genre!r} (hard)")
+    rng = _named_rng(f"hard/{genre}/{artist}")
+    twin, blend = STYLES[GENRE_TWINS[genre]], float(rng.uniform(0.0, HARD_TWIN_BLEND))
+
+    def pick(options: tuple[T, ...]) -> T:
+        return options[int(rng.integers(len(options)))]
+
+    low, high = HARD_TEMPO_BPM[genre]
+    slot = _named_rng(f"hard/{genre}").permutation(len(artists))[artists.index(artist)]
+    profile = ArtistProfile(
+        genre=genre,
+        name=artist,
+        tempo_range=(low, high),
+        tempo_bpm=float(low + (slot + rng.uniform(0.1, 0.9)) / len(artists) * (high - low)),
+        scale=pick(style.scales),
+        drums=pick(style.drums),
+        bass=pick(style.bass),
+        chords=pick(style.chords),
+        lead=pick(style.lead),
+        swing=float(rng.uniform(*style.swing)),
+        kit=_jitter_floats(_blend(style.kit, twin.kit, blend), rng, spread=HARD_PRESET_SPREAD),
+        timbre=_jitter_floats(_blend(style.timbre, twin.timbre, blend), rng, spread=HARD_PRESET_SPREAD),
+        difficulty="hard",
+        recording=_artist_recording(rng),
+        levels_db={stem: (1 - blend) * level + blend * twin.levels_db[stem] for stem, level in style.levels_db.items()},
+    )
+    for _ in range(int(rng.binomial(HARD_ARTIST_BORROW_TRIES, HARD_ARTIST_BORROW_CHANCE))):
+        profile = borrow_part(profile, rng)
+    return profile
+
+
+def _artist_recording(rng: np.random.Generator) -> Recording:
+    """One artist's recording chain, drawn from ``HARD_RECORDING`` (log-uniform for Hz and s)."""
+    spec = HARD_RECORDING
+
+    def log_uniform(bounds: tuple[float, float]) -> float:
+        return float(math.exp(rng.uniform(math.log(bounds[0]), math.log(bounds[1]))))
+
+    return Recording(
+        hiss_db=float(rng.uniform(*spec["hiss_db"])),
+        lowpass_hz=log_uniform(spec["lowpass_hz"]),
+        highpass_hz=log_uniform(spec["highpass_hz"]),
+        drive=float(rng.uniform(*spec["drive"])) if rng.random() < HARD_CLIP_CHANCE else 0.0,
+        reverb_wet=float(rng.uniform(*spec["reverb_wet"])),
+        reverb_s=log_uniform(spec["reverb_s"]),
+        crackle=float(rng.uniform(*spec["crackle"])) if rng.random() < HARD_CRACKLE_CHANCE else 0.0,
+        peak=float(rng.uniform(*spec["peak"])),
+    )
+
+
+def _blend(preset: T, other: T, weight: float) -> T:
+    """Every float field moved ``weight`` of the way from ``preset`` to ``other`` (0: preset)."""
+    changes = {field.name: (1 - weight) * getattr(preset, field.name) + weight * getattr(other, field.name)
+               for field in dataclasses.fields(preset)}  # type: ignore[arg-type]
+    return dataclasses.replace(preset, **changes)  # type: ignore[type-var]
+
+
+def _difficulty(difficulty: str) -> Difficulty:
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"unknown difficulty {difficulty!r}; expected one of {DIFFICULTIES}")
+    return "hard" if difficulty == "hard" else "normal"
 
 
 def _style(genre: str) -> GenreStyle:

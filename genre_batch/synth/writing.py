@@ -21,7 +21,7 @@ from mutagen.id3 import COMM, ID3, TALB, TCON, TIT2, TPE1
 from genre_batch.errors import GenreBatchError
 from genre_batch.synth.mixing import render_song
 from genre_batch.synth.plan import SynthSong, plan_catalogue
-from genre_batch.synth.styles import GENRES
+from genre_batch.synth.styles import GENRES, Difficulty
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ def write_catalogue(
     max_duration_s: float = 60.0,
     with_broken_file: bool = True,
     source_format: tuple[int, int] | None = None,
+    difficulty: Difficulty = "normal",
     write_songs: SongWriter = map,
 ) -> CatalogueSummary:
     """Render, encode and tag a demo catalogue under ``out_dir``; rerunning overwrites it.
@@ -70,13 +71,19 @@ def write_catalogue(
     and, if ``with_broken_file``, ``<first genre>/corrupted-upload.mp3`` that no decoder can
     read. Files not in the plan are left alone.
 
+    ``difficulty="hard"`` writes the harder catalogue of GitHub issue #14 (``plan_catalogue``,
+    ``genre_batch.synth.styles``): ten artists a genre with fewer songs each and presets from
+    a wider spread, genre pairs sharing a tempo range and parts, and a recording chain (noise
+    floor, band limit, room, clipping, gain) per artist. The default writes the same bytes as
+    before difficulties existed.
+
     ``write_songs`` runs the songs' jobs (see ``SongWriter``): by default one after another
     in this process. Every song is a pure function of its plan, so the files are the same
     bytes however, and in whatever order, they are written.
     """
     started = time.perf_counter()
     root = Path(out_dir).resolve()
-    songs = plan_catalogue(n_songs, seed, min_duration_s, max_duration_s, source_format)
+    songs = plan_catalogue(n_songs, seed, min_duration_s, max_duration_s, source_format, difficulty)
     for genre in {song.genre for song in songs} | ({GENRES[0]} if with_broken_file else set()):
         (root / genre).mkdir(parents=True, exist_ok=True)
     # Longest encodes first so a pool does not finish on one long straggler.
@@ -122,16 +129,19 @@ def write_song(song: SynthSong, path: Path) -> None:
     tags.add(TPE1(encoding=3, text=song.artist))
     tags.add(TCON(encoding=3, text=song.genre))
     tags.add(TALB(encoding=3, text=f"{song.artist} demo"))
-    tags.add(COMM(encoding=3, lang="eng", desc="genre_batch.synth", text=f"seed={song.seed}"))
+    provenance = f"seed={song.seed}" + ("" if song.difficulty == "normal" else f" difficulty={song.difficulty}")
+    tags.add(COMM(encoding=3, lang="eng", desc="genre_batch.synth", text=provenance))
     tags.save(partial)
     os.replace(partial, path)
 
 
 def curated_split(songs: Sequence[SynthSong]) -> dict[str, str]:
     """Artist -> split, the way research datasets ship one (GTZAN's artist-filtered split):
-    artist-disjoint, and every genre on every side. Per genre, in plan order: the first artist
-    to test, the second to valid, the rest to train; a genre of two artists gets test and
-    train, of one, train.
+    artist-disjoint, and every genre on every side. Per genre, in plan order: the first fifth
+    of its artists (rounded, at least one) to test, as many to valid, the rest to train; a
+    genre of two artists gets test and train, of one, train. Up to seven artists a genre
+    (the normal catalogue has five) that is one test artist and one valid; a hard catalogue's
+    ten give two of each, so its test side has as many songs as the normal one's.
 
     The hash split (``genre_batch.splits``) is blind to genre: with five artists a genre it
     left 4 of the demo's 12 genre x {valid, test} cells empty at seed 0 (2 to 8 over seeds
@@ -144,7 +154,9 @@ def curated_split(songs: Sequence[SynthSong]) -> dict[str, str]:
             names.append(song.artist)
     split: dict[str, str] = {}
     for names in artists.values():
-        sides = {1: ["train"], 2: ["test", "train"]}.get(len(names), ["test", "valid"] + ["train"] * (len(names) - 2))
+        held_out = max(1, int(len(names) / 5 + 0.5))
+        sides = {1: ["train"], 2: ["test", "train"]}.get(
+            len(names), ["test"] * held_out + ["valid"] * held_out + ["train"] * (len(names) - 2 * held_out))
         for name, side in zip(names, sides):
             split.setdefault(name, side)  # an artist in two genres keeps one side
     return split
