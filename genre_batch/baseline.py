@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,8 +28,12 @@ from scipy.optimize import minimize
 from genre_batch import metrics as m
 from genre_batch.config import FeatureConfig
 from genre_batch.features import dequantise
+from genre_batch.storage import join
 from genre_batch.tables import read_table
 from genre_batch.tiles import tiles_from_binary
+
+if TYPE_CHECKING:
+    from genre_batch.artifacts import IngestVersion
 
 logger = logging.getLogger(__name__)
 
@@ -173,3 +177,13 @@ def fit_baseline(songs: pd.DataFrame, song_vectors: dict[str, np.ndarray], label
         test_songs=int(counts.get("test", 0)), valid_song_accuracy=valid_accuracy, test_song_accuracy=test_accuracy,
         per_genre_test=m.per_class_accuracy(truth, predicted, labels) if predicted else {g: float("nan") for g in labels},
     )
+
+
+def baseline_of_ingest(ingest: IngestVersion, songs: pd.DataFrame, labels: Sequence[str], n_mfcc: int = N_MFCC,
+                       l2: float = L2) -> BaselineReport:
+    """The baseline on an ingest version's labelled songs of ``labels`` (their shards only)."""
+    labelled = songs[songs["label"].isin(list(labels))]
+    shards = [join(ingest.layout.ingest_area, name) for name in sorted(set(labelled["tiles_file"]))]
+    logger.info("MFCCs of %d labelled songs from %d tile shards", len(labelled), len(shards))
+    vectors = song_features(shards, set(labelled["song_id"]), ingest.feature_config, n_mfcc)
+    return fit_baseline(songs, vectors, labels, n_mfcc=n_mfcc, l2=l2)

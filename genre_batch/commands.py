@@ -289,23 +289,13 @@ def _baseline_args(parser: argparse.ArgumentParser) -> None:
 def _baseline(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from genre_batch.artifacts import published_ingest
-    from genre_batch.baseline import fit_baseline, song_features
-    from genre_batch.storage import join
-    from genre_batch.tables import read_frame
-    from genre_batch.training import label_vocabulary
+    from genre_batch.baseline import baseline_of_ingest
+    from genre_batch.training import training_inputs
 
-    ingest = published_ingest(args.root)
-    ingest.check_tiles()
-    songs = read_frame(ingest.songs_uri)
-    labels = label_vocabulary(songs)
-    labelled = songs[songs["label"].isin(labels)]
-    shards = [join(ingest.layout.ingest_area, name) for name in sorted(set(labelled["tiles_file"]))]
-    logger.info("MFCCs of %d labelled songs from %d tile shards", len(labelled), len(shards))
-    vectors = song_features(shards, set(labelled["song_id"]), ingest.feature_config, args.n_mfcc)
-    report = fit_baseline(songs, vectors, labels, n_mfcc=args.n_mfcc, l2=args.l2)
-    _emit({"ingest_version": ingest.version, **dataclasses.asdict(report)}, args.json,
-          f"ingest {ingest.version}: {report.summary()}")
+    inputs = training_inputs(args.root, writable=False)  # an analyst may only read the root
+    report = baseline_of_ingest(inputs.ingest, inputs.songs, inputs.labels, n_mfcc=args.n_mfcc, l2=args.l2)
+    _emit({"ingest_version": inputs.ingest.version, **dataclasses.asdict(report)}, args.json,
+          f"ingest {inputs.ingest.version}: {report.summary()}")
 
 
 COMMANDS.update(

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from genre_batch.artifacts import IngestVersion, published_ingest
 from genre_batch.checkpoint import checkpoint_state, ensure_resumable, restore_training_state, unwrap_model
 from genre_batch.config import FeatureConfig, TrainConfig
 from genre_batch.errors import GenreBatchError
@@ -26,7 +27,8 @@ from genre_batch.layout import RootLayout
 from genre_batch.manifests import RunMetrics
 from genre_batch.models import TileAugment, build_model, tiles_to_input
 from genre_batch.models.augment import mixup
-from genre_batch.storage import exists
+from genre_batch.storage import check_writable, exists
+from genre_batch.tables import read_frame
 from genre_batch.tiles import tiles_from_binary
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,28 @@ TileBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 # What a run's best epoch is chosen on (TrainConfig.select_on): validation *song* accuracy (a
 # song = the mean of its tiles' probabilities, as `index` decides it) or tile accuracy.
 SELECTION_METRICS = {"song": "valid_song_accuracy", "tile": "valid_accuracy"}
+
+
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What a job that trains or fits on a root reads first: its published ingest (every tile
+    shard checked against the version's feature config), the songs table, the genres."""
+
+    layout: RootLayout
+    ingest: IngestVersion
+    songs: pd.DataFrame
+    labels: list[str]
+
+
+def training_inputs(root: str, writable: bool = True) -> TrainingInputs:
+    """Load (and check) a root's training inputs; ``writable``: fail first if outputs cannot
+    be written under the root."""
+    if writable:
+        check_writable(root)
+    ingest = published_ingest(root)
+    ingest.check_tiles()
+    songs = read_frame(ingest.songs_uri)
+    return TrainingInputs(RootLayout(root), ingest, songs, label_vocabulary(songs))
 
 
 def label_vocabulary(songs: pd.DataFrame) -> list[str]:

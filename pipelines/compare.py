@@ -25,17 +25,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from genre_batch.artifacts import IngestVersion, published_ingest
-from genre_batch.baseline import BaselineReport, fit_baseline, song_features
+from genre_batch.artifacts import IngestVersion
+from genre_batch.baseline import baseline_of_ingest
 from genre_batch.comparison import Comparison, RunRow, genre_precision_at_k, plot_comparison
 from genre_batch.config import ModelConfig, TrainConfig, fingerprint
 from genre_batch.entry import positive_int
 from genre_batch.errors import ConfigError
 from genre_batch.layout import RootLayout
 from genre_batch.models import MODEL_REGISTRY, build_model, parameter_count
-from genre_batch.storage import check_writable, join, new_version, publish, upload_file, write_bytes, write_json
-from genre_batch.tables import read_frame
-from genre_batch.training import finished_run, label_vocabulary
+from genre_batch.storage import join, new_version, publish, upload_file, write_bytes, write_json
+from genre_batch.training import finished_run, training_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +53,6 @@ class CompareReport:
                 f"({len(self.comparison.rows)} runs, {self.seconds:.0f}s):\n{self.comparison.table()}\n"
                 f"published {best.run} (best validation song accuracy, {best.valid_song_accuracy:.3f}) as "
                 f"models/LATEST; run `index` to use it. Report: {self.report_dir}")
-
-
-def baseline_of(ingest: IngestVersion, songs: pd.DataFrame, labels: list[str]) -> BaselineReport:
-    """The MFCC baseline on these labelled songs (library, in this process)."""
-    labelled = songs[songs["label"].isin(labels)]
-    shards = [join(ingest.layout.ingest_area, name) for name in sorted(set(labelled["tiles_file"]))]
-    return fit_baseline(songs, song_features(shards, set(labelled["song_id"]), ingest.feature_config), labels)
 
 
 def recipe_tag(config: TrainConfig) -> str:
@@ -117,13 +109,9 @@ def run_compare(root: str, families: tuple[str, ...] = FAMILIES, seeds: int = 3,
     unknown = sorted(set(families) - set(MODEL_REGISTRY))
     if unknown or not families:
         raise ConfigError(f"--models: unknown families {unknown}; known: {sorted(MODEL_REGISTRY)}")
-    check_writable(root)
-    ingest = published_ingest(root)
-    ingest.check_tiles()
-    songs = read_frame(ingest.songs_uri)
-    labels = label_vocabulary(songs)
-    layout = RootLayout(root)
-    baseline = baseline_of(ingest, songs, labels)
+    inputs = training_inputs(root)
+    layout, ingest, songs, labels = inputs.layout, inputs.ingest, inputs.songs, inputs.labels
+    baseline = baseline_of_ingest(ingest, songs, labels)
     logger.info("%s", baseline.summary())
     ensure_ray(address)
     config = dataclasses.replace(train_config, use_gpu=use_gpus(train_config.use_gpu))

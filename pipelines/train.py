@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from genre_batch.artifacts import IngestVersion, published_ingest
+from genre_batch.artifacts import IngestVersion
 from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
 from genre_batch.entry import add_device_flags, positive_int
 from genre_batch.errors import GenreBatchError
@@ -35,9 +35,9 @@ from genre_batch.layout import RootLayout
 from genre_batch.manifests import RunMetrics
 from genre_batch.metrics import format_metric
 from genre_batch.models import MODEL_REGISTRY
-from genre_batch.storage import check_writable, filesystem, publish, pyarrow_filesystem, read_bytes, upload_file
+from genre_batch.storage import filesystem, publish, pyarrow_filesystem, read_bytes, upload_file
 from genre_batch.tables import read_frame
-from genre_batch.training import collate_tiles, finished_run, label_vocabulary, selection_metric, small_split_blocks
+from genre_batch.training import collate_tiles, finished_run, selection_metric, small_split_blocks, training_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -281,12 +281,8 @@ def run_train(root: str, train_config: TrainConfig = TrainConfig(), run: str | N
     from pipelines._ray import ensure_ray, use_gpus
 
     started = time.perf_counter()
-    check_writable(root)
-    ingest = published_ingest(root)
-    ingest.check_tiles()
-    songs = read_frame(ingest.songs_uri)
-    labels = label_vocabulary(songs)
-    layout = RootLayout(root)
+    inputs = training_inputs(root)
+    layout, ingest, songs, labels = inputs.layout, inputs.ingest, inputs.songs, inputs.labels
     # The default run name depends on the model and the ingest version only, so rerunning
     # the same command resumes that run instead of starting over.
     run = run or f"{train_config.model.name}-{ingest.version}"
