@@ -47,6 +47,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "crop": {"crop_frames": 192},
     "shift": {"freq_shift": 8},
     "patience": {"patience": 5},
+    "ema": {"ema_decay": 0.99},
+    "bandnorm": {"band_norm": True},
 }
 
 

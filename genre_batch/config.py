@@ -129,6 +129,9 @@ class ModelConfig:
     embedding_dim: int = 128
     dropout: float = 0.3
     hidden: int = 64
+    # Per-band input normalisation over this many mel bins (0: none): the training tiles' mean
+    # and standard deviation per band, kept in the model (its state dict) for inference.
+    input_bands: int = 0
 
     @classmethod
     def for_family(cls, name: str, **sizes: Any) -> "ModelConfig":
@@ -182,6 +185,8 @@ class TrainConfig:
     # An exponential moving average of the weights (this decay per step; 0: off) is what is
     # validated and saved as the model.
     ema_decay: float = 0.0
+    # Normalise the input per mel band with the training tiles' statistics (ModelConfig.input_bands).
+    band_norm: bool = False
     shuffle_buffer_tiles: int = 512
     model: ModelConfig = field(default_factory=ModelConfig)
     # The best epoch (model.pt) is the one with the best validation *song* accuracy (a song =

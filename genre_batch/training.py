@@ -8,6 +8,7 @@ shards, reports); tests run it on plain torch batches.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -104,6 +105,42 @@ def early_stop_reached(history: Sequence[dict[str, float]], metric: str, patienc
     before = [s for s in scores[:-patience] if s == s]
     recent = [s for s in scores[-patience:] if s == s]
     return bool(before and recent) and max(recent) <= max(before)
+
+
+# Tiles read for the per-band statistics: enough for a stable mean and spread of every band.
+BAND_STATISTICS_TILES = 4096
+
+
+def band_statistics(tile_uris: Sequence[str], song_ids: set[str], features: FeatureConfig,
+                    max_tiles: int = BAND_STATISTICS_TILES) -> tuple[list[float], list[float]]:
+    """Mean and standard deviation per mel band of these songs' tiles in model-input units
+    (``tiles_to_input``), from at most ``max_tiles`` tiles, read in shard order: the
+    statistics a ``band_norm`` model normalises its input with."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from genre_batch.tables import read_table
+
+    wanted = pa.array(sorted(song_ids), pa.string())
+    total = np.zeros(features.n_mels)
+    squares = np.zeros(features.n_mels)
+    tiles_read = 0
+    for uri in tile_uris:
+        if tiles_read >= max_tiles:
+            break
+        table = read_table(uri, ["song_id", "tile"])
+        table = table.filter(pc.is_in(table["song_id"], wanted)).slice(0, max_tiles - tiles_read)
+        if not table.num_rows:
+            continue
+        tiles = tiles_to_input(tiles_from_binary(table["tile"].to_pylist(), features).copy()).double()[:, 0]
+        total += tiles.sum(dim=(0, 2)).numpy()
+        squares += (tiles ** 2).sum(dim=(0, 2)).numpy()
+        tiles_read += tiles.shape[0]
+    if not tiles_read:
+        raise GenreBatchError("band_norm: no training tiles to take band statistics from")
+    frames = tiles_read * features.tile_frames
+    mean = total / frames
+    return mean.tolist(), np.sqrt(np.maximum(squares / frames - mean ** 2, 0.0)).tolist()
 
 
 def cosine_lr(base: float, epoch: int, epochs: int, floor: float = 0.05) -> float:
@@ -213,6 +250,7 @@ class TrainLoop:
         seed: int | None = None,
         wrap_model: Callable[[nn.Module], nn.Module] | None = None,
         valid_songs: Sequence[str] = (),
+        band_stats: tuple[Sequence[float], Sequence[float]] | None = None,
     ) -> None:
         seed = config.seed if seed is None else seed
         torch.manual_seed(seed)
@@ -223,7 +261,14 @@ class TrainLoop:
         # `index` pools them, to score (and choose) epochs on song accuracy.
         self.song_rows = {song: row for row, song in enumerate(valid_songs)}
         self.device = torch.device(device)
-        model = build_model(config.model, len(self.labels))
+        # With band_norm the model carries the bands' statistics (ModelConfig.input_bands).
+        self.model_config = (dataclasses.replace(config.model, input_bands=features.n_mels) if config.band_norm
+                             else config.model)
+        model = build_model(self.model_config, len(self.labels))
+        if config.band_norm:
+            if band_stats is None:
+                raise ValueError("band_norm needs the training tiles' band statistics (training.band_statistics)")
+            model.set_band_statistics(*(np.asarray(values) for values in band_stats))
         self.model = wrap_model(model) if wrap_model else model.to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
@@ -357,7 +402,7 @@ class TrainLoop:
         if self.ema is not None:
             extra[RAW_WEIGHTS] = unwrap_model(self.model).state_dict()
         return checkpoint_state(
-            self.evaluated_model, self.optimizer, self.labels, self.features, self.config.model, epoch, metrics,
+            self.evaluated_model, self.optimizer, self.labels, self.features, self.model_config, epoch, metrics,
             self.history, extra=extra,
         )
 

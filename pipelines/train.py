@@ -35,9 +35,11 @@ from genre_batch.layout import RootLayout
 from genre_batch.manifests import RunMetrics
 from genre_batch.metrics import format_metric
 from genre_batch.models import MODEL_REGISTRY
-from genre_batch.storage import filesystem, publish, pyarrow_filesystem, read_bytes, upload_file
+from genre_batch.storage import filesystem, join, publish, pyarrow_filesystem, read_bytes, upload_file
 from genre_batch.tables import read_frame
-from genre_batch.training import collate_tiles, finished_run, selection_metric, small_split_blocks, training_inputs
+from genre_batch.training import (
+    band_statistics, collate_tiles, finished_run, selection_metric, small_split_blocks, training_inputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +81,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, int(config.get("threads_per_worker", 1))))
     loop = TrainLoop(train_config, config["features"], config["labels"], device=get_device(),
-                     seed=train_config.seed + rank, wrap_model=prepare_model, valid_songs=config["valid_songs"])
+                     seed=train_config.seed + rank, wrap_model=prepare_model, valid_songs=config["valid_songs"],
+                     band_stats=config.get("band_stats"))
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
@@ -171,12 +174,14 @@ def fit_model(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, la
     storage_fs, storage_path = pyarrow_filesystem(layout.model_dir(run))
     score = selection_metric(config)
     valid_songs = sorted(songs.loc[(songs["split"] == "valid") & songs["label"].isin(labels), "song_id"])
+    band_stats = band_statistics_of(ingest, songs, labels) if config.band_norm else None
     logger.info("training %s on %d genres %s with %d worker(s)%s", run, len(labels), labels, workers,
                 " on GPU" if config.use_gpu else "")
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train_config": config, "features": ingest.feature_config, "labels": labels,
-                           "valid_songs": valid_songs, "threads_per_worker": max(1, int(spare // workers))},
+                           "valid_songs": valid_songs, "band_stats": band_stats,
+                           "threads_per_worker": max(1, int(spare // workers))},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(config.use_gpu),
                                      resources_per_worker=None if config.use_gpu else {"CPU": cpus_per_worker}),
         run_config=RunConfig(
@@ -201,6 +206,13 @@ def fit_model(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, la
     with result.checkpoint.as_directory() as directory:  # the latest holds every epoch's numbers
         history = _history(os.path.join(directory, CHECKPOINT_FILE))
     return FittedModel(layout.model_file(run), int(best_metrics.get("epoch", 0)), history)
+
+
+def band_statistics_of(ingest: IngestVersion, songs: pd.DataFrame, labels: list[str]) -> tuple[list[float], list[float]]:
+    """The labelled training songs' per-band statistics (library, in the driver: a few thousand tiles)."""
+    train = songs[(songs["split"] == "train") & songs["label"].isin(labels)]
+    shards = [join(ingest.layout.ingest_area, name) for name in sorted(set(train["tiles_file"]))]
+    return band_statistics(shards, set(train["song_id"]), ingest.feature_config)
 
 
 def _history(local_checkpoint: str) -> list[dict[str, float]]:
@@ -327,6 +339,8 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     augment.add_argument("--time-mask", type=int, default=defaults.time_mask, help="SpecAugment time mask, frames")
     parser.add_argument("--ema", type=float, default=defaults.ema_decay,
                         help="validate and keep a moving average of the weights, this decay per step (0: off)")
+    parser.add_argument("--band-norm", action="store_true",
+                        help="normalise the input per mel band with the training tiles' statistics (kept in the model)")
 
 
 def recipe_from_args(args: argparse.Namespace, model: ModelConfig = ModelConfig()) -> TrainConfig:
@@ -335,7 +349,7 @@ def recipe_from_args(args: argparse.Namespace, model: ModelConfig = ModelConfig(
         num_workers=args.workers, use_gpu=args.use_gpu, model=model, select_on=args.select_on,
         patience=args.patience, mixup_alpha=args.mixup, time_stretch=args.time_stretch,
         crop_frames=args.crop_frames, freq_shift=args.freq_shift, freq_mask=args.freq_mask, time_mask=args.time_mask,
-        ema_decay=args.ema,
+        ema_decay=args.ema, band_norm=args.band_norm,
     )
 
 

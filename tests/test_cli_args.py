@@ -108,9 +108,10 @@ def test_train_and_compare_share_the_recipe_flags(job):
     from pipelines.train import recipe_from_args
 
     argv = [job, "--root", "r", "--epochs", "7", "--mixup", "0.2", "--time-stretch", "0.1", "--crop-frames", "192",
-            "--freq-shift", "4", "--freq-mask", "0", "--select-on", "tile", "--patience", "3", "--ema", "0.99"]
+            "--freq-shift", "4", "--freq-mask", "0", "--select-on", "tile", "--patience", "3", "--ema", "0.99", "--band-norm"]
     config = recipe_from_args(build_parser(argv).parse_args(argv))
     assert (config.epochs, config.mixup_alpha, config.time_stretch, config.crop_frames, config.freq_shift,
             config.freq_mask, config.select_on, config.patience, config.ema_decay) == (7, 0.2, 0.1, 192, 4, 0, "tile", 3,
                                                                                          0.99)
+    assert config.band_norm is True
     assert recipe_from_args(build_parser([job, "--root", "r"]).parse_args([job, "--root", "r"])) == TrainConfig()

@@ -12,6 +12,7 @@ import torch
 from genre_batch.checkpoint import CheckpointError
 from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
 from genre_batch.errors import ConfigError
+from genre_batch.models import tiles_to_input
 from genre_batch.training import TrainLoop, cosine_lr, early_stop_reached, selection_metric
 
 FEATURES = FeatureConfig()
@@ -161,3 +162,38 @@ def test_a_moving_average_is_what_is_validated_saved_and_resumed(one_torch_threa
     assert TrainLoop(CONFIG, FEATURES, LABELS).ema is None  # off by default
     with pytest.raises(ConfigError):
         TrainConfig(ema_decay=1.0)
+
+
+def test_band_norm_keeps_the_training_bands_statistics_in_the_model(one_torch_thread, tmp_path):
+    """The statistics come from the training tiles, live in the model's state dict, reach the
+    checkpoint and are applied at inference; a model without them is unchanged."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from genre_batch import schemas
+    from genre_batch.checkpoint import load_model_bundle
+    from genre_batch.training import band_statistics
+
+    tiles = torch.zeros(2, 256, 256, dtype=torch.uint8)
+    tiles[:, 128:, :] = 255  # the upper half of the bands loud, the lower silent
+    table = pa.table({"song_id": ["a", "b"], "tile_index": pa.array([0, 0], pa.int32()),
+                      "start_s": pa.array([0.0, 0.0], pa.float32()), "tile": [t.numpy().tobytes() for t in tiles],
+                      "label": ["dark", "bright"], "split": ["train", "train"]}, schema=schemas.TILES)
+    pq.write_table(table, tmp_path / "shard.parquet")
+    mean, std = band_statistics([str(tmp_path / "shard.parquet")], {"a", "b"}, FEATURES)
+    assert mean[:128] == [-1.0] * 128 and mean[128:] == [1.0] * 128 and max(std) == 0.0
+
+    config = dataclasses.replace(CONFIG, band_norm=True)
+    with pytest.raises(ValueError, match="band statistics"):
+        TrainLoop(config, FEATURES, LABELS)
+    loop = TrainLoop(config, FEATURES, LABELS, band_stats=(mean, [0.5] * 256))
+    assert loop.model_config.input_bands == 256 and CONFIG.model.input_bands == 0
+    metrics = loop.run_epoch(0, batches(0), batches(100))
+    bundle = load_model_bundle(loop.checkpoint_state(0, metrics))
+    assert bundle.model_config.input_bands == 256
+    assert torch.equal(bundle.model.band_mean, torch.tensor(mean)) and torch.equal(bundle.model.band_std, torch.full((256,), 0.5))
+    x = tiles_to_input(batches(3)[0][0])
+    torch.testing.assert_close(bundle.model.normalise_bands(x), (x - torch.tensor(mean).view(1, 1, -1, 1)) / 0.5)
+    with pytest.raises(ValueError, match="mel bands"):
+        bundle.model(torch.zeros(1, 128, 64, dtype=torch.uint8))
+    assert "band_mean" not in TrainLoop(CONFIG, FEATURES, LABELS).model.state_dict()

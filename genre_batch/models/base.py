@@ -103,6 +103,8 @@ class EmbeddingModel(nn.Module):
     """
 
     embedding_dim: int
+    band_mean: torch.Tensor  # [input_bands], when the config has input bands
+    band_std: torch.Tensor
 
     def add_head(self, features_dim: int, n_classes: int, config: ModelConfig) -> None:
         self.n_classes = n_classes
@@ -110,6 +112,24 @@ class EmbeddingModel(nn.Module):
         self.embedding_dim = config.embedding_dim
         self.embedding = nn.Linear(features_dim, config.embedding_dim)
         self.head = nn.Sequential(nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(config.embedding_dim, n_classes))
+        if config.input_bands:
+            # Buffers, not parameters: saved and loaded with the weights, never trained.
+            self.register_buffer("band_mean", torch.zeros(config.input_bands))
+            self.register_buffer("band_std", torch.ones(config.input_bands))
+
+    def set_band_statistics(self, mean: torch.Tensor | np.ndarray, std: torch.Tensor | np.ndarray) -> None:
+        """The training tiles' mean and standard deviation per mel band, in model-input units."""
+        if not self.config.input_bands:
+            raise ValueError(f"{self.config.name} was built without input_bands: no band statistics to set")
+        self.band_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.band_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-3))
+
+    def normalise_bands(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.config.input_bands:
+            return x
+        if x.shape[-2] != self.config.input_bands:
+            raise ValueError(f"model input has {x.shape[-2]} mel bands, the model was trained on {self.config.input_bands}")
+        return (x - self.band_mean.view(1, 1, -1, 1)) / self.band_std.view(1, 1, -1, 1)
 
     def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
         """Float model input ``[B, 1, F, T]`` -> ``[B, features_dim]``."""
@@ -118,7 +138,7 @@ class EmbeddingModel(nn.Module):
     def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(logits [B, n_classes], embedding [B, embedding_dim])`` from one pass; ``x``
         is uint8 tiles or float input that ``tiles_to_input`` made."""
-        embedding = self.embedding(self.pooled_features(as_model_input(x)))
+        embedding = self.embedding(self.pooled_features(self.normalise_bands(as_model_input(x))))
         return self.head(embedding), embedding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
