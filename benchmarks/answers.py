@@ -72,6 +72,8 @@ def predictions_table(n_songs: int, n_genres: int, dim: int = 128, seed: int = 0
         "top_probs": pa.array(np.take_along_axis(probs, top, axis=1).tolist(), pa.list_(pa.float32())),
         "probs": pa.ListArray.from_arrays(pa.array(np.arange(0, n_songs * n_genres + 1, n_genres, dtype=np.int32)),
                                           pa.array(probs.ravel())),
+        "votes": pa.ListArray.from_arrays(pa.array(np.arange(0, n_songs * n_genres + 1, n_genres, dtype=np.int32)),
+                                          pa.array(np.round(probs.ravel() * 5).astype(np.float32))),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embedding.ravel()), dim),
     }
     return pa.table(columns, schema=schemas.predictions_schema(dim)), labels

@@ -27,7 +27,8 @@ from genre_batch.evaluation import split_metrics
 from genre_batch.features import featurise
 from genre_batch.index import SongIndex, UnknownSongError, centre_vectors, cosine_spread, recall_at_k
 from genre_batch.playlist import Playlist, make_playlist, resolve_history
-from genre_batch.pooling import UNKNOWN, GenreDecision, decide_genre, pool_song
+from genre_batch.decision import SongDecision, rule_scores
+from genre_batch.pooling import UNKNOWN, VOTE_FLOOR, GenreDecision, decide_genre, pool_song, tile_votes
 from genre_batch.storage import download_file, is_local, normalise_uri, read_bytes
 from genre_batch.tables import read_frame, read_table
 
@@ -122,6 +123,11 @@ class PublishedIndex:
         return predictions_matrix(self.version.predictions_uri, column)
 
     @property
+    def song_decision(self) -> SongDecision:
+        """How the index decided its songs (an index from before the vote: the mean rule)."""
+        return self.version.manifest.song_decision or SongDecision("mean", VOTE_FLOOR, "mean", {})
+
+    @property
     def embedding_mean(self) -> np.ndarray | None:
         mean = self.version.manifest.embedding_mean
         return None if mean is None else np.asarray(mean, dtype=np.float32)
@@ -166,9 +172,12 @@ class PublishedIndex:
         tiles = featurise(audio.samples, config, name=uri)
         outputs = self.model.outputs(tiles.tiles)
         song_probs, embedding = pool_song(outputs.probs, outputs.embeddings)
+        # The index's rule, so a catalogue file gets the genre the index gave it.
+        scores = rule_scores(self.song_decision.rule, song_probs[None], tile_votes(outputs.probs).sum(axis=0)[None],
+                             np.array([len(tiles)]))[0]
         return AudioAnswer(
             source=uri,
-            decision=decide_genre(song_probs, self.model.labels, self.threshold),
+            decision=decide_genre(scores, self.model.labels, self.threshold),
             embedding=embedding,
             n_tiles=len(tiles),
             content_hash=hashlib.sha256(data).hexdigest(),
@@ -251,6 +260,7 @@ class PublishedIndex:
             out[split] = numbers
         out["unlabelled_songs"] = int(frame["label"].isna().sum())
         out["unknown_threshold"] = self.version.manifest.threshold.to_dict()
+        out["song_decision"] = self.song_decision.to_dict()
         vectors = self.song_vectors()
         out[f"annoy_recall_at_{k}"] = recall_at_k(self.index, vectors, k=min(k, len(frame) - 1), n_queries=200) \
             if len(frame) > 1 else float("nan")

@@ -97,6 +97,10 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def format_evaluation(report: dict[str, Any], k: int) -> str:
     lines = [f"index {report['index_version']} (model {report['model_run']})"]
+    if "song_decision" in report:
+        from genre_batch.decision import SongDecision
+
+        lines.append(f"  {SongDecision.from_dict(report['song_decision']).describe()}")
     for split in ("valid", "test"):
         part = report[split]
         rule = part["unknown_rule"]

@@ -246,6 +246,9 @@ class IndexConfig:
     batch_size: int = 64
     # Similar songs by cosine of song vectors centred on the catalogue's mean (genre_batch.index).
     centre: bool = True
+    # How a song's genre is decided from its tiles (genre_batch.decision): mean, vote, or auto
+    # (the better of the two on the validation songs).
+    decision: str = "auto"
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "n_trees", "batch_size")
@@ -254,6 +257,8 @@ class IndexConfig:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.floor_quantile < 1:
             raise ConfigError(f"floor_quantile must be in [0, 1), got {self.floor_quantile}")
+        if self.decision not in ("mean", "vote", "auto"):
+            raise ConfigError(f"decision must be mean, vote or auto, got {self.decision!r}")
 
 
 def _at_least(config: object, low: float, *names: str) -> None:

@@ -26,7 +26,8 @@ from genre_batch import plots, schemas
 from genre_batch.artifacts import IndexVersion, IngestVersion, published_model_run
 from genre_batch.checkpoint import ModelBundle, load_model_bundle
 from genre_batch.config import IndexConfig, ensure_same_features
-from genre_batch.evaluation import add_predicted, save_plots
+from genre_batch.decision import SongDecision, choose_decision, rule_scores, song_answers
+from genre_batch.evaluation import save_plots
 from genre_batch.index import SongIndex, catalogue_mean, centre_vectors
 from genre_batch.layout import RootLayout
 from genre_batch.manifests import IndexManifest
@@ -80,11 +81,12 @@ class IndexReport:
 
 
 def prediction_rows(frame: pd.DataFrame, labels: list[str], threshold: float) -> list[dict[str, Any]]:
-    """Pooled per-song outputs joined with songs -> rows of the PREDICTIONS schema."""
+    """Pooled per-song outputs joined with songs, with ``predicted``, ``confidence`` and the
+    decision rule's ``scores`` -> rows of the PREDICTIONS schema."""
     rows = []
     for item_id, song in enumerate(frame.itertuples(index=False)):
-        probs = np.asarray(song.probs, dtype=np.float32)
-        top = np.argsort(-probs, kind="stable")[:3]
+        scores = np.asarray(song.scores, dtype=np.float32)
+        top = np.argsort(-scores, kind="stable")[:3]
         rows.append(
             {
                 "item_id": item_id,
@@ -99,30 +101,39 @@ def prediction_rows(frame: pd.DataFrame, labels: list[str], threshold: float) ->
                 "genre": song.predicted if song.confidence >= threshold else UNKNOWN,
                 "confidence": float(song.confidence),
                 "top_genres": [labels[i] for i in top],
-                "top_probs": [float(probs[i]) for i in top],
-                "probs": probs.tolist(),
+                "top_probs": [float(scores[i]) for i in top],
+                "probs": np.asarray(song.probs, dtype=np.float32).tolist(),
+                "votes": np.asarray(song.votes, dtype=np.float32).tolist(),
                 "embedding": np.asarray(song.embedding, dtype=np.float32).tolist(),
             }
         )
     return rows
 
 
+def _matrix(column: pd.Series, width: int) -> np.ndarray:
+    return np.stack(column.to_numpy()).astype(np.float64) if len(column) else np.zeros((0, width))
+
+
 def decide_genres(pooled: pd.DataFrame, songs: pd.DataFrame, labels: list[str],
-                  config: IndexConfig) -> tuple[list[dict[str, Any]], ThresholdChoice]:
-    """Per-song outputs -> prediction rows (in song id order: item id = row) and the unknown
-    threshold chosen on the labelled validation songs."""
-    frame = add_predicted(
-        pooled.merge(songs[["song_id", "path", "label", "split", "artist"]], on="song_id", how="inner"), labels
-    ).sort_values("song_id", kind="stable").reset_index(drop=True)
-    valid = frame[(frame["split"] == "valid") & frame["label"].isin(labels)]
+                  config: IndexConfig) -> tuple[list[dict[str, Any]], ThresholdChoice, SongDecision]:
+    """Per-song outputs -> prediction rows (in song id order: item id = row), the unknown
+    threshold and the decision rule, both chosen on the labelled validation songs."""
+    frame = pooled.merge(songs[["song_id", "path", "label", "split", "artist"]], on="song_id", how="inner") \
+        .sort_values("song_id", kind="stable").reset_index(drop=True)
+    probs, votes = _matrix(frame["probs"], len(labels)), _matrix(frame["votes"], len(labels))
+    n_tiles = frame["n_tiles"].to_numpy(np.int64)
+    valid = ((frame["split"] == "valid") & frame["label"].isin(labels)).to_numpy(bool)
+    truth = frame.loc[valid, "label"].map({label: i for i, label in enumerate(labels)}).to_numpy(np.int64)
+    decision = choose_decision(config.decision, probs[valid], votes[valid], n_tiles[valid], truth)
+    scores = rule_scores(decision.rule, probs, votes, n_tiles)
+    top, confidence = song_answers(decision.rule, probs, votes, n_tiles)
+    frame = frame.assign(predicted=[labels[i] for i in top], confidence=confidence, scores=list(scores))
     threshold = choose_threshold(
-        valid["confidence"].to_numpy(float),
-        (valid["predicted"] == valid["label"]).to_numpy(bool),
-        target_accuracy=config.target_accuracy,
-        min_coverage=config.min_coverage,
-        floor_quantile=config.floor_quantile,
+        confidence[valid], top[valid] == truth,
+        target_accuracy=config.target_accuracy, min_coverage=config.min_coverage, floor_quantile=config.floor_quantile,
     )
-    return prediction_rows(frame, labels, threshold.threshold), threshold
+    logger.info("%s", decision.describe())
+    return prediction_rows(frame, labels, threshold.threshold), threshold, decision
 
 
 def publish_index_version(
@@ -136,7 +147,7 @@ def publish_index_version(
 ) -> IndexReport:
     """Decide genres, write predictions + Annoy under a new version, then move index/LATEST."""
     labels = list(model.bundle.labels)
-    rows, threshold = decide_genres(pooled, songs, labels, config)
+    rows, threshold, decision = decide_genres(pooled, songs, labels, config)
     version = new_version()
     metadata = {
         "feature_config": ingest.feature_config.to_dict(),
@@ -162,6 +173,7 @@ def publish_index_version(
         ingest_version=ingest.version, labels=tuple(labels), feature_config=ingest.feature_config,
         model_config=model.bundle.model_config, embedding_dim=int(vectors.shape[1]), n_trees=config.n_trees,
         songs=len(rows), threshold=threshold, embedding_mean=None if mean is None else tuple(mean.tolist()),
+        song_decision=decision,
     ).write(layout.index_manifest(version))
     publish(layout.index_area, version)
     return IndexReport(
@@ -207,6 +219,8 @@ def index_delta(
     """
     if index is None or (index.manifest.model_run, index.manifest.model_sha256) != (model.run, model.sha256):
         return None
+    if index.manifest.song_decision is None:  # an index from before the votes were kept: they must be counted
+        return None
     try:
         indexed = read_frame(layout.songs_table(index.manifest.ingest_version), ["song_id", "content_hash"])
     except FileNotFoundError:
@@ -230,5 +244,6 @@ def pooled_from_predictions(predictions: pd.DataFrame, song_ids: set[str]) -> pd
             "tiles_correct": kept["tiles_correct"].fillna(-1).to_numpy(np.int32),
             "probs": [np.asarray(p, np.float32) for p in kept["probs"]],
             "embedding": [np.asarray(e, np.float32) for e in kept["embedding"]],
+            "votes": [np.asarray(v, np.float32) for v in kept["votes"]],
         }
     )

@@ -93,12 +93,13 @@ class TileClassifier:
         return song_sums(batch["song_id"], outputs.probs, outputs.embeddings, label_ids)
 
 
-POOLED_COLUMNS = ["song_id", "n_tiles", "tiles_correct", "probs", "embedding"]
+POOLED_COLUMNS = ["song_id", "n_tiles", "tiles_correct", "probs", "embedding", "votes"]
 
 
 def pooled_frame(parts: Sequence[dict[str, np.ndarray]]) -> pd.DataFrame:
     """Per-batch song sums -> one row per song (sorted by id), columns ``POOLED_COLUMNS``:
-    ``tiles_correct`` is -1 for an unlabelled song, ``probs`` [C] and ``embedding`` [D] arrays."""
+    ``tiles_correct`` is -1 for an unlabelled song, ``probs`` [C], ``embedding`` [D] and
+    ``votes`` [C] arrays."""
     if not parts:
         return pd.DataFrame(columns=POOLED_COLUMNS)
     pooled = pooled_songs(merge_song_sums(parts))
@@ -108,6 +109,7 @@ def pooled_frame(parts: Sequence[dict[str, np.ndarray]]) -> pd.DataFrame:
         "tiles_correct": pooled["tiles_correct"],
         "probs": list(pooled["probs"]),
         "embedding": list(pooled["embedding"]),
+        "votes": list(pooled["votes"]),
     })
 
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Mapping, Self
 
 from genre_batch import code_version
 from genre_batch.config import FeatureConfig, ModelConfig, SplitConfig, TrainConfig
+from genre_batch.decision import SongDecision
 from genre_batch.errors import ConfigMismatchError
 from genre_batch.pooling import ThresholdChoice
 from genre_batch.storage import read_json, write_json
@@ -173,6 +174,9 @@ class IndexManifest(JsonDocument):
     embedding_mean: tuple[float, ...] | None = field(default=None, metadata=_doc(
         "Mean of the songs' embeddings, subtracted (then unit length again) from every song vector in "
         "songs.ann and from every query before cosine search; absent: not centred."))
+    song_decision: SongDecision | None = field(default=None, metadata=_doc(
+        "How songs were decided: rule (mean of tile probabilities, or the tiles' vote), vote floor, "
+        "what was asked (mean, vote, auto) and each rule's validation song accuracy; absent: mean."))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -195,6 +199,8 @@ class IndexManifest(JsonDocument):
         }
         if self.embedding_mean is not None:
             out["embedding_mean"] = list(self.embedding_mean)
+        if self.song_decision is not None:
+            out["song_decision"] = self.song_decision.to_dict()
         return out
 
     @classmethod
@@ -219,6 +225,7 @@ class IndexManifest(JsonDocument):
             threshold=ThresholdChoice.from_dict(data["threshold"]),
             code_version=str(data["code_version"]),
             embedding_mean=None if data.get("embedding_mean") is None else tuple(float(v) for v in data["embedding_mean"]),
+            song_decision=None if data.get("song_decision") is None else SongDecision.from_dict(data["song_decision"]),
         )
 
 

@@ -75,17 +75,35 @@ def finish_pooling(prob_sum: np.ndarray, embedding_sum: np.ndarray, n_tiles: int
 # No shuffle of tile outputs is needed, and the rows that travel are about one per song.
 
 
+# A tile votes for its top genre when that genre's probability reaches this (IndexConfig.vote_floor).
+VOTE_FLOOR = 0.5
+
+
+def tile_votes(probs: np.ndarray, vote_floor: float = VOTE_FLOOR) -> np.ndarray:
+    """``[T, C]`` softmax rows -> ``[T, C]`` one-hot votes: a tile votes for its top genre when
+    that genre's probability is at least ``vote_floor``, else not at all."""
+    probs = np.asarray(probs)
+    votes = np.zeros(probs.shape, dtype=np.int64)
+    if len(probs):
+        top = probs.argmax(axis=1)
+        sure = probs[np.arange(len(probs)), top] >= vote_floor
+        votes[np.flatnonzero(sure), top[sure]] = 1
+    return votes
+
+
 def song_sums(
-    song_ids: np.ndarray, probs: np.ndarray, embeddings: np.ndarray, label_ids: np.ndarray
+    song_ids: np.ndarray, probs: np.ndarray, embeddings: np.ndarray, label_ids: np.ndarray,
+    vote_floor: float = VOTE_FLOOR,
 ) -> dict[str, np.ndarray]:
     """Tile outputs of one batch -> one row per song in it: ``song_id``, ``n_tiles``,
     ``tiles_correct`` (tiles whose best class is the song's label; -1 when unlabelled, i.e.
-    ``label_id`` < 0), ``prob_sum [S, C]`` and ``embedding_sum [S, D]`` (float64)."""
+    ``label_id`` < 0), ``prob_sum [S, C]``, ``embedding_sum [S, D]`` (float64) and
+    ``vote_sum [S, C]`` (``tile_votes``)."""
     label_ids = np.asarray(label_ids)
     correct = (np.asarray(probs).argmax(axis=1) == label_ids) & (label_ids >= 0)
     return _sum_by_song(
         np.asarray(song_ids), np.ones(len(label_ids), np.int64), correct.astype(np.int64),
-        np.where(label_ids >= 0, 0, -1), probs, embeddings,
+        np.where(label_ids >= 0, 0, -1), probs, embeddings, tile_votes(probs, vote_floor),
     )
 
 
@@ -97,13 +115,13 @@ def merge_song_sums(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndar
     unlabelled = np.where(joined["tiles_correct"] < 0, -1, 0)
     return _sum_by_song(
         joined["song_id"], joined["n_tiles"], np.maximum(joined["tiles_correct"], 0), unlabelled,
-        joined["prob_sum"], joined["embedding_sum"],
+        joined["prob_sum"], joined["embedding_sum"], joined["vote_sum"],
     )
 
 
 def _sum_by_song(
     song_ids: np.ndarray, n_tiles: np.ndarray, correct: np.ndarray, unlabelled: np.ndarray,
-    probs: np.ndarray, embeddings: np.ndarray,
+    probs: np.ndarray, embeddings: np.ndarray, votes: np.ndarray,
 ) -> dict[str, np.ndarray]:
     keys, inverse = np.unique(song_ids.astype(str), return_inverse=True)
     order = np.argsort(inverse, kind="stable")
@@ -120,12 +138,14 @@ def _sum_by_song(
         "tiles_correct": np.where(is_unlabelled, -1, total(correct, np.int64)),
         "prob_sum": total(probs, np.float64),
         "embedding_sum": total(embeddings, np.float64),
+        "vote_sum": total(votes, np.int64),
     }
 
 
 def pooled_songs(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Merged sums -> per song: ``song_id``, ``n_tiles``, ``tiles_correct``, ``probs`` (mean
-    of the tile softmaxes) and ``embedding`` (unit mean of the tile embeddings)."""
+    of the tile softmaxes), ``embedding`` (unit mean of the tile embeddings) and ``votes``
+    (the tiles' votes per genre)."""
     probs, embedding = finish_pooling(sums["prob_sum"], sums["embedding_sum"], sums["n_tiles"])
     return {
         "song_id": sums["song_id"],
@@ -133,6 +153,7 @@ def pooled_songs(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "tiles_correct": sums["tiles_correct"].astype(np.int32),
         "probs": probs,
         "embedding": embedding,
+        "votes": sums["vote_sum"].astype(np.float32),
     }
 
 

@@ -67,6 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="unknown below this quantile of the confidences of the right validation answers "
                              "(audio unlike the training songs); 0: off")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="tiles per inference batch")
+    parser.add_argument("--decision", choices=["auto", "mean", "vote"], default=defaults.decision,
+                        help="a song's genre from its tiles: the mean of their probabilities, their vote (tiles "
+                             "unsure of their top genre abstain), or whichever is right more often on the "
+                             "validation songs")
     parser.add_argument("--no-centre", dest="centre", action="store_false",
                         help="search similar songs by the cosine of the song vectors as they are, not centred on "
                              "the catalogue's mean")
@@ -82,6 +86,7 @@ def from_args(args: argparse.Namespace) -> IndexReport:
         floor_quantile=args.floor_quantile,
         batch_size=args.batch_size,
         centre=args.centre,
+        decision=args.decision,
     )
     return run_index(args.root, config, use_gpu=args.use_gpu, address=args.address)
 

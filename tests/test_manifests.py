@@ -88,3 +88,19 @@ def test_an_index_manifest_keeps_its_centring_mean_and_reads_old_ones_without():
     assert data["embedding_mean"] == [0.25, -0.5] and IndexManifest.from_dict(data) == manifest
     del data["embedding_mean"]  # an index from before centring
     assert IndexManifest.from_dict(data).embedding_mean is None
+
+
+def test_an_index_manifest_keeps_its_song_decision_and_reads_old_ones_without():
+    from genre_batch.decision import SongDecision
+
+    threshold = choose_threshold([0.9, 0.4], [True, False])
+    decision = SongDecision("vote", 0.5, "auto", {"mean": 0.5, "vote": 0.75})
+    manifest = IndexManifest(
+        version="v", model_run="cnn-v", model_uri="m", model_sha256="0" * 64, ingest_version="i",
+        labels=("jazz", "rock"), feature_config=FeatureConfig(), model_config=ModelConfig(), embedding_dim=2,
+        n_trees=5, songs=2, threshold=threshold, song_decision=decision,
+    )
+    data = through_json(manifest.to_dict())
+    assert data["song_decision"]["rule"] == "vote" and IndexManifest.from_dict(data) == manifest
+    del data["song_decision"]
+    assert IndexManifest.from_dict(data).song_decision is None
