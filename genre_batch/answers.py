@@ -261,13 +261,14 @@ class PublishedIndex:
         out["unlabelled_songs"] = int(frame["label"].isna().sum())
         out["unknown_threshold"] = self.version.manifest.threshold.to_dict()
         out["song_decision"] = self.song_decision.to_dict()
-        vectors = self.song_vectors()
+        raw = self.vectors("embedding")  # read once: as stored, and as searched
+        vectors = centre_vectors(raw, self.embedding_mean)
         out[f"annoy_recall_at_{k}"] = recall_at_k(self.index, vectors, k=min(k, len(frame) - 1), n_queries=200) \
             if len(frame) > 1 else float("nan")
         out["similarity"] = {
             "centred": self.embedding_mean is not None,
             "cosine_of_random_pairs": cosine_spread(vectors),
-            "uncentred_cosine_of_random_pairs": cosine_spread(self.vectors("embedding")),
+            "uncentred_cosine_of_random_pairs": cosine_spread(raw),
         }
         return out
 

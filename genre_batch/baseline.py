@@ -28,7 +28,7 @@ from scipy.optimize import minimize
 from genre_batch import metrics as m
 from genre_batch.config import FeatureConfig
 from genre_batch.features import dequantise
-from genre_batch.storage import join
+from genre_batch.layout import shard_uris
 from genre_batch.tables import read_table
 from genre_batch.tiles import tiles_from_binary
 
@@ -183,7 +183,7 @@ def baseline_of_ingest(ingest: IngestVersion, songs: pd.DataFrame, labels: Seque
                        l2: float = L2) -> BaselineReport:
     """The baseline on an ingest version's labelled songs of ``labels`` (their shards only)."""
     labelled = songs[songs["label"].isin(list(labels))]
-    shards = [join(ingest.layout.ingest_area, name) for name in sorted(set(labelled["tiles_file"]))]
+    shards = shard_uris(ingest.layout.ingest_area, labelled["tiles_file"])
     logger.info("MFCCs of %d labelled songs from %d tile shards", len(labelled), len(shards))
     vectors = song_features(shards, set(labelled["song_id"]), ingest.feature_config, n_mfcc)
     return fit_baseline(songs, vectors, labels, n_mfcc=n_mfcc, l2=l2)

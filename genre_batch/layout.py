@@ -19,8 +19,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 from genre_batch.storage import join, normalise_uri
+
+
+def shard_uris(ingest_area: str, tiles_files: Iterable[str]) -> list[str]:
+    """The tile shards named by songs' ``tiles_file`` values (relative to the ingest area),
+    each once, sorted."""
+    return [join(ingest_area, name) for name in sorted(set(tiles_files))]
 
 
 @dataclass(frozen=True)

@@ -190,9 +190,9 @@ def finished_run(layout: RootLayout, run: str, ingest_version: str, labels: Sequ
         return None  # other tiles or genres: the Ray path resumes, or says why it cannot
     stopped = early_stop_reached(list(metrics.history), selection_metric(metrics.train_config),
                                  metrics.train_config.patience)
-    if metrics.epochs < epochs and not stopped:
-        return None
-    if stopped and metrics.epochs < epochs:
+    if metrics.epochs < epochs:
+        if not stopped:
+            return None
         logger.info("run %s stopped early after %d epochs (patience %d): nothing to train (--run NAME starts a new run)",
                     run, metrics.epochs, metrics.train_config.patience)
         return metrics

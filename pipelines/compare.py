@@ -38,7 +38,7 @@ from genre_batch.training import finished_run, training_inputs
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("cnn", "crnn", "rnn", "resnet", "musicnn")
+FAMILIES = tuple(MODEL_REGISTRY)  # every family, in the registry's order
 
 
 @dataclass(frozen=True)
@@ -106,9 +106,9 @@ def run_compare(root: str, families: tuple[str, ...] = FAMILIES, seeds: int = 3,
     from pipelines._ray import ensure_ray, use_gpus
 
     started = time.perf_counter()
-    unknown = sorted(set(families) - set(MODEL_REGISTRY))
-    if unknown or not families:
-        raise ConfigError(f"--models: unknown families {unknown}; known: {sorted(MODEL_REGISTRY)}")
+    problem = family_problem(families)
+    if problem:
+        raise ConfigError(f"--models: {problem}")
     inputs = training_inputs(root)
     layout, ingest, songs, labels = inputs.layout, inputs.ingest, inputs.songs, inputs.labels
     baseline = baseline_of_ingest(ingest, songs, labels)
@@ -123,12 +123,20 @@ def run_compare(root: str, families: tuple[str, ...] = FAMILIES, seeds: int = 3,
     return CompareReport(comparison, report_dir, time.perf_counter() - started)
 
 
+def family_problem(names: tuple[str, ...]) -> str | None:
+    """What is wrong with a list of family names (unknown ones, or none at all), or None."""
+    unknown = sorted(set(names) - set(MODEL_REGISTRY))
+    if unknown or not names:
+        return f"unknown families {unknown or '(none given)'}; known: {sorted(MODEL_REGISTRY)}"
+    return None
+
+
 def family_list(text: str) -> tuple[str, ...]:
     """argparse type: comma-separated family names."""
     names = tuple(name.strip() for name in text.split(",") if name.strip())
-    unknown = sorted(set(names) - set(MODEL_REGISTRY))
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown families {unknown or '(none given)'}; known: {sorted(MODEL_REGISTRY)}")
+    problem = family_problem(names)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return names
 
 

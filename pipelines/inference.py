@@ -17,7 +17,8 @@ import pandas as pd
 from genre_batch.config import FeatureConfig
 from genre_batch.evaluation import PredictSongs
 from genre_batch.inference import POOLED_COLUMNS, TileClassifier, pooled_frame, predict_songs_in_process
-from genre_batch.storage import filesystem, join, pyarrow_filesystem, read_bytes
+from genre_batch.layout import shard_uris
+from genre_batch.storage import filesystem, pyarrow_filesystem, read_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def predict_songs_of(
 
     ``splits`` narrows what the Ray Data path reads when the songs are those of some splits.
     """
-    shards = [join(ingest_area, name) for name in sorted(set(songs["tiles_file"]))]
+    shards = shard_uris(ingest_area, songs["tiles_file"])
     wanted = set(songs["song_id"])
     if runs_locally(songs, use_gpu, local_max_tiles):
         classifier = TileClassifier.load(read_bytes(model_uri), features)

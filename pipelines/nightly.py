@@ -120,13 +120,13 @@ def update_ingest(layout: RootLayout, previous: IngestVersion, catalogue: str, l
     return ingest
 
 
-def retrain_if_better(layout: RootLayout, ingest: IngestVersion, report: NightlyReport, train_config: TrainConfig,
-                      cluster: Cluster) -> None:
-    """Step 3: train on the grown set; publish only if it is not worse than the current model."""
+def retrain_if_better(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, report: NightlyReport,
+                      train_config: TrainConfig, cluster: Cluster) -> None:
+    """Step 3: train on the grown set (``songs``: its songs table); publish only if it is not
+    worse than the current model."""
     from pipelines.train import train_and_evaluate, validation_song_accuracy
 
     config = dataclasses.replace(train_config, use_gpu=cluster.use_gpu())
-    songs = read_frame(ingest.songs_uri)
     try:
         current_run: str | None = published_model_run(layout.root)
     except NotPublishedError:
@@ -164,8 +164,8 @@ def embed_stale_songs(layout: RootLayout, ingest: IngestVersion, model: ModelInU
     return pd.concat([pooled_from_predictions(stored, reused), fresh], ignore_index=True)
 
 
-def update_index(layout: RootLayout, ingest: IngestVersion, report: NightlyReport, config: IndexConfig,
-                 local_max_tiles: int, cluster: Cluster, clock: Stopwatch) -> None:
+def update_index(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, report: NightlyReport,
+                 config: IndexConfig, local_max_tiles: int, cluster: Cluster, clock: Stopwatch) -> None:
     """Step 4: a new index version when songs or the model changed since the published one."""
     from pipelines.index import embed_songs
 
@@ -179,7 +179,6 @@ def update_index(layout: RootLayout, ingest: IngestVersion, report: NightlyRepor
         current_index = published_index(layout.root)
     except NotPublishedError:
         current_index = None
-    songs = read_frame(ingest.songs_uri)
     delta = index_delta(layout, current_index, songs, model)
     if delta is not None and delta.up_to_date:
         report.index_version = delta.index.version
@@ -219,10 +218,11 @@ def run_nightly(
     cluster = Cluster(address, use_gpu)
     ingest = update_ingest(layout, previous, catalogue, labels or previous.manifest.labels, retry_failed,
                            ingest_config, cluster, report, clock)
+    songs = read_frame(ingest.songs_uri)  # the songs in force, read once for both steps
     if retrain:
-        retrain_if_better(layout, ingest, report, train_config or TrainConfig(), cluster)
+        retrain_if_better(layout, ingest, songs, report, train_config or TrainConfig(), cluster)
         clock.lap("train")
-    update_index(layout, ingest, report, index_config, local_max_tiles, cluster, clock)
+    update_index(layout, ingest, songs, report, index_config, local_max_tiles, cluster, clock)
     report.ingest_version = ingest.version
     report.pruned = prune(layout, keep)
     clock.lap("retention")

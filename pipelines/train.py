@@ -31,11 +31,11 @@ from genre_batch.config import FeatureConfig, ModelConfig, TrainConfig
 from genre_batch.entry import add_device_flags, positive_int
 from genre_batch.errors import GenreBatchError
 from genre_batch.evaluation import PredictSongs, evaluate_model, valid_song_accuracy
-from genre_batch.layout import RootLayout
+from genre_batch.layout import RootLayout, shard_uris
 from genre_batch.manifests import RunMetrics
 from genre_batch.metrics import format_metric
 from genre_batch.models import MODEL_REGISTRY
-from genre_batch.storage import filesystem, join, publish, pyarrow_filesystem, read_bytes, upload_file
+from genre_batch.storage import filesystem, publish, pyarrow_filesystem, read_bytes, upload_file
 from genre_batch.tables import read_frame
 from genre_batch.training import (
     band_statistics, collate_tiles, finished_run, selection_metric, small_split_blocks, training_inputs,
@@ -158,8 +158,8 @@ class FittedModel:
 def fit_model(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, labels: list[str], run: str,
               config: TrainConfig) -> FittedModel:
     """Ray Train: ``config.num_workers`` DDP workers over the labelled tiles, resuming ``run``
-    if it has checkpoints; the best epoch (validation tile accuracy; without validation tiles,
-    the last) becomes ``models/<run>/model.pt``. ``config.use_gpu`` is decided (not None)."""
+    if it has checkpoints; the best epoch (on ``config.select_on``: validation song or tile
+    accuracy; without validation songs, the last) becomes ``models/<run>/model.pt``. ``config.use_gpu`` is decided (not None)."""
     from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -211,7 +211,7 @@ def fit_model(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, la
 def band_statistics_of(ingest: IngestVersion, songs: pd.DataFrame, labels: list[str]) -> tuple[list[float], list[float]]:
     """The labelled training songs' per-band statistics (library, in the driver: a few thousand tiles)."""
     train = songs[(songs["split"] == "train") & songs["label"].isin(labels)]
-    shards = [join(ingest.layout.ingest_area, name) for name in sorted(set(train["tiles_file"]))]
+    shards = shard_uris(ingest.layout.ingest_area, train["tiles_file"])
     return band_statistics(shards, set(train["song_id"]), ingest.feature_config)
 
 
