@@ -2,7 +2,7 @@
 on the hard demo catalogue, in one run.
 
     .venv/bin/python benchmarks/models.py [--songs 120] [--difficulty hard] [--seeds 3] [--epochs 20]
-        [--models cnn,crnn,rnn,resnet,musicnn] [--recipes none,mixup,stretch,crop,shift]
+        [--models cnn,crnn,rnn,resnet,musicnn] [--recipes none,mixup,stretch,crop,shift,...]
         [--recipe-family FAMILY] [--work-dir DIR] [--json out.json]
 
 1. A demo catalogue of ``--songs`` songs at ``--difficulty`` (written once, reused when the work
@@ -49,7 +49,20 @@ RECIPES: dict[str, dict[str, Any]] = {
     "patience": {"patience": 5},
     "ema": {"ema_decay": 0.99},
     "bandnorm": {"band_norm": True},
+    # Fields of the model config (a recipe's part of ModelConfig.RECIPE_FIELDS) go under "model".
+    "nodropout": {"model": {"dropout": 0.0}},
+    "dropout": {"model": {"dropout": 0.5}},
+    "decay": {"weight_decay": 0.05},
+    "windows": {"model": {"eval_windows": 3}},
+    "cropwindows": {"crop_frames": 192, "model": {"eval_windows": 3}},
 }
+
+
+def with_recipe(base: Any, name: str) -> Any:
+    """``base`` (a TrainConfig) with the switch ``name`` of RECIPES on."""
+    recipe = dict(RECIPES[name])
+    model = dataclasses.replace(base.model, **recipe.pop("model", {}))
+    return dataclasses.replace(base, model=model, **recipe)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -106,7 +119,7 @@ def run_recipes(root: str, family: str, names: list[str], seeds: int, base: Any)
 
     out = {}
     for name in names:
-        config = dataclasses.replace(base, **RECIPES[name])
+        config = with_recipe(base, name)
         report = run_compare(root, (family,), seeds, config).comparison
         out[name] = {split: mean_sd([getattr(row, f"{split}_song_accuracy") for row in report.rows])
                      for split in ("valid", "test")}

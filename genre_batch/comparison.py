@@ -10,11 +10,13 @@ import csv
 import io
 import statistics
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from genre_batch.baseline import BaselineReport
+from genre_batch.decision import song_answers
 from genre_batch.index import exact_neighbours
 from genre_batch.manifests import RunMetrics
 from genre_batch.metrics import format_metric, precision_at_k
@@ -51,18 +53,39 @@ class RunRow:
     seconds: float
     tiles_per_s: float
     per_genre_test: dict[str, float]
+    # Song accuracy when songs are decided by the tiles' vote instead of the mean (decision.py).
+    valid_vote_song_accuracy: float = float("nan")
+    test_vote_song_accuracy: float = float("nan")
 
     @classmethod
     def of(cls, family: str, seed: int, metrics: RunMetrics, precision: float, parameters: int,
-           seconds: float) -> "RunRow":
+           seconds: float, vote_accuracy: Mapping[str, float] | None = None) -> "RunRow":
         speeds = [row["tiles_per_s"] for row in metrics.history[1:] or metrics.history]  # epoch 1 warms up
+        vote = vote_accuracy or {}
         return cls(family, seed, metrics.run, metrics.valid.song_accuracy, metrics.test.song_accuracy,
                    metrics.valid.tile_accuracy, metrics.test.tile_accuracy, precision, parameters, seconds,
-                   float(statistics.median(speeds)) if speeds else float("nan"), dict(metrics.test.per_genre))
+                   float(statistics.median(speeds)) if speeds else float("nan"), dict(metrics.test.per_genre),
+                   vote.get("valid", float("nan")), vote.get("test", float("nan")))
+
+
+def vote_song_accuracy(known: pd.DataFrame, labels: Sequence[str]) -> dict[str, float]:
+    """Split -> share of its labelled songs whose genre the vote rule gets right; ``known`` is
+    pooled outputs (``inference.POOLED_COLUMNS``) with each song's ``label`` and ``split``."""
+    out = {}
+    for split in ("valid", "test"):
+        rows = known[known["split"] == split]
+        if not len(rows):
+            out[split] = float("nan")
+            continue
+        top, _ = song_answers("vote", np.stack(rows["probs"].to_numpy()), np.stack(rows["votes"].to_numpy()),
+                              rows["n_tiles"].to_numpy())
+        out[split] = float(np.mean(np.asarray(labels, dtype=object)[top] == rows["label"].to_numpy()))
+    return out
 
 
 SUMMARISED = ("valid_song_accuracy", "test_song_accuracy", "valid_tile_accuracy", "test_tile_accuracy",
-              "test_genre_precision_at_10", "seconds", "tiles_per_s")
+              "test_genre_precision_at_10", "seconds", "tiles_per_s", "valid_vote_song_accuracy",
+              "test_vote_song_accuracy")
 
 
 def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
@@ -121,11 +144,12 @@ class Comparison:
             return f"{format_metric(pair[0])} ± {format_metric(pair[1])}" if pair[0] == pair[0] else "n/a"
 
         lines = [f"{'family':<14} {'valid song acc':>16} {'test song acc':>16} {'test tile acc':>16} "
-                 f"{'precision@10':>16} {'params':>8} {'s/run':>7} {'tiles/s':>8}"]
+                 f"{'precision@10':>16} {'test song, vote':>16} {'params':>8} {'s/run':>7} {'tiles/s':>8}"]
         for family, numbers in self.summary().items():
             lines.append(
                 f"{family:<14} {cell(numbers['valid_song_accuracy']):>16} {cell(numbers['test_song_accuracy']):>16} "
                 f"{cell(numbers['test_tile_accuracy']):>16} {cell(numbers['test_genre_precision_at_10']):>16} "
+                f"{cell(numbers['test_vote_song_accuracy']):>16} "
                 f"{numbers['parameters']:>8} {numbers['seconds'][0]:>7.0f} {numbers['tiles_per_s'][0]:>8.0f}"
             )
         lines.append(f"{'mfcc-baseline':<14} {format_metric(self.baseline.valid_song_accuracy):>16} "

@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping, TypeVar
+from typing import Any, ClassVar, Mapping, TypeVar
 
 from genre_batch.errors import ConfigError, ConfigMismatchError
 
@@ -132,6 +132,18 @@ class ModelConfig:
     # Per-band input normalisation over this many mel bins (0: none): the training tiles' mean
     # and standard deviation per band, kept in the model (its state dict) for inference.
     input_bands: int = 0
+    # At inference (eval mode) a tile is read as this many overlapping windows of
+    # ``eval_window_frames`` frames, evenly spaced, and the windows' logits and embeddings are
+    # averaged (1: the whole tile at once). Validation, ``index`` and ``classify`` all see it.
+    eval_windows: int = 1
+    eval_window_frames: int = 192
+
+    # Fields that are part of a training recipe, not of a family's architecture: ``compare``
+    # carries them over when it builds each family at its default sizes.
+    RECIPE_FIELDS: ClassVar[tuple[str, ...]] = ("dropout", "eval_windows", "eval_window_frames")
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "eval_windows", "eval_window_frames")
 
     @classmethod
     def for_family(cls, name: str, **sizes: Any) -> "ModelConfig":
@@ -146,6 +158,10 @@ class ModelConfig:
         if name not in defaults:
             raise ConfigError(f"unknown model family {name!r}; known: {sorted(defaults)}")
         return cls(name=name, **{**defaults[name], **sizes})
+
+    def as_family(self, name: str) -> "ModelConfig":
+        """Family ``name`` at its default sizes, with this config's recipe fields."""
+        return ModelConfig.for_family(name, **{field: getattr(self, field) for field in self.RECIPE_FIELDS})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":

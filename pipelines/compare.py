@@ -27,8 +27,8 @@ import pandas as pd
 
 from genre_batch.artifacts import IngestVersion
 from genre_batch.baseline import baseline_of_ingest
-from genre_batch.comparison import Comparison, RunRow, genre_precision_at_k, plot_comparison
-from genre_batch.config import ModelConfig, TrainConfig, fingerprint
+from genre_batch.comparison import Comparison, RunRow, genre_precision_at_k, plot_comparison, vote_song_accuracy
+from genre_batch.config import TrainConfig, fingerprint
 from genre_batch.entry import positive_int
 from genre_batch.errors import ConfigError
 from genre_batch.layout import RootLayout
@@ -69,7 +69,7 @@ def compare_run(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, 
     from pipelines.inference import predict_songs_of
     from pipelines.train import FittedModel, evaluate_run, fit_model
 
-    config = dataclasses.replace(base, seed=seed, model=ModelConfig.for_family(family))
+    config = dataclasses.replace(base, seed=seed, model=base.model.as_family(family))
     run = f"{family}-seed{seed}-{recipe_tag(config)}-{ingest.version}"
     started = time.perf_counter()
     finished = finished_run(layout, run, ingest.version, labels, config.epochs)
@@ -86,7 +86,8 @@ def compare_run(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, 
     embeddings = np.stack(known["embedding"].to_numpy()) if len(known) else np.zeros((0, 1), np.float32)
     precision = genre_precision_at_k(embeddings, known["label"].tolist(), np.flatnonzero(known["split"] == "test"))
     parameters = parameter_count(build_model(config.model, len(labels)))
-    return RunRow.of(family, seed, metrics, precision, parameters, time.perf_counter() - started)
+    return RunRow.of(family, seed, metrics, precision, parameters, time.perf_counter() - started,
+                     vote_song_accuracy(known, labels))
 
 
 def write_report(layout: RootLayout, comparison: Comparison) -> str:

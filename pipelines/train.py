@@ -341,12 +341,23 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
                         help="validate and keep a moving average of the weights, this decay per step (0: off)")
     parser.add_argument("--band-norm", action="store_true",
                         help="normalise the input per mel band with the training tiles' statistics (kept in the model)")
+    regularise = parser.add_argument_group("regularisation and inference")
+    regularise.add_argument("--dropout", type=float, default=ModelConfig().dropout,
+                            help="dropout between the embedding and the genre head")
+    regularise.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW weight decay")
+    regularise.add_argument("--windows", type=positive_int, default=ModelConfig().eval_windows,
+                            help="at inference, read each tile as this many overlapping windows and average them "
+                                 "(kept in the model: validation, index and classify all use it; 1: off)")
+    regularise.add_argument("--window-frames", type=positive_int, default=ModelConfig().eval_window_frames,
+                            help="frames per inference window (with --windows; match --crop-frames when set)")
 
 
 def recipe_from_args(args: argparse.Namespace, model: ModelConfig = ModelConfig()) -> TrainConfig:
+    model = dataclasses.replace(model, dropout=args.dropout, eval_windows=args.windows,
+                                eval_window_frames=args.window_frames)
     return TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-        num_workers=args.workers, use_gpu=args.use_gpu, model=model, select_on=args.select_on,
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
+        seed=args.seed, num_workers=args.workers, use_gpu=args.use_gpu, model=model, select_on=args.select_on,
         patience=args.patience, mixup_alpha=args.mixup, time_stretch=args.time_stretch,
         crop_frames=args.crop_frames, freq_shift=args.freq_shift, freq_mask=args.freq_mask, time_mask=args.time_mask,
         ema_decay=args.ema, band_norm=args.band_norm,

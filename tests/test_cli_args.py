@@ -114,4 +114,8 @@ def test_train_and_compare_share_the_recipe_flags(job):
             config.freq_mask, config.select_on, config.patience, config.ema_decay) == (7, 0.2, 0.1, 192, 4, 0, "tile", 3,
                                                                                          0.99)
     assert config.band_norm is True
+    argv = [job, "--root", "r", "--dropout", "0.1", "--weight-decay", "0.01", "--windows", "3", "--window-frames", "160"]
+    config = recipe_from_args(build_parser(argv).parse_args(argv))
+    assert (config.model.dropout, config.weight_decay, config.model.eval_windows, config.model.eval_window_frames) == (
+        0.1, 0.01, 3, 160)
     assert recipe_from_args(build_parser([job, "--root", "r"]).parse_args([job, "--root", "r"])) == TrainConfig()

@@ -8,6 +8,7 @@ import io
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from genre_batch.baseline import BaselineReport
@@ -77,3 +78,17 @@ def test_a_run_of_another_recipe_is_another_run():
     assert recipe_tag(base) != recipe_tag(dataclasses.replace(base, learning_rate=3e-4))
     assert recipe_tag(base) != recipe_tag(dataclasses.replace(base, mixup_alpha=0.2))
     assert len(recipe_tag(base)) == 7 and recipe_tag(base).startswith("r")
+
+
+def test_the_vote_accuracy_decides_songs_by_the_tiles_votes_per_split():
+    from genre_batch.comparison import vote_song_accuracy
+
+    # Song a: the mean says "x" (one very sure tile) but two of three tiles vote "y".
+    known = pd.DataFrame({
+        "song_id": ["a", "b", "c"], "split": ["valid", "test", "test"], "label": ["y", "x", "y"],
+        "n_tiles": [3, 2, 2],
+        "probs": [np.array([0.6, 0.4]), np.array([0.9, 0.1]), np.array([0.8, 0.2])],
+        "votes": [np.array([1, 2]), np.array([2, 0]), np.array([2, 0])],
+    })
+    assert vote_song_accuracy(known, ["x", "y"]) == {"valid": 1.0, "test": 0.5}
+    assert np.isnan(vote_song_accuracy(known[known["split"] == "test"], ["x", "y"])["valid"])

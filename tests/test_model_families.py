@@ -4,6 +4,7 @@ and resumes through the checkpoint; and it can learn a two-class toy task."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -111,3 +112,49 @@ def test_a_checkpoint_of_the_first_model_still_loads():
     tiles = random_tiles(1)
     with torch.no_grad():
         torch.testing.assert_close(bundle.model(tiles), model.eval()(tiles))
+
+
+@pytest.mark.parametrize("frames, windows, width, expected", [
+    (256, 3, 192, [0, 32, 64]),
+    (256, 2, 128, [0, 128]),
+    (256, 1, 192, [0]),  # off
+    (192, 3, 192, [0]),  # a tile no wider than a window is read whole
+    (200, 5, 198, [0, 1, 2]),  # windows that would start at the same frame are one window
+])
+def test_window_offsets_cover_the_tile_evenly(frames, windows, width, expected):
+    from genre_batch.models.base import window_offsets
+
+    config = ModelConfig(eval_windows=windows, eval_window_frames=width)
+    offsets = window_offsets(frames, config)
+    assert offsets == expected
+    assert offsets[-1] + (width if len(offsets) > 1 else frames) == frames  # the last window ends with the tile
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_window_ensemble_is_the_mean_of_the_windows_in_eval_mode_only(name):
+    torch.manual_seed(0)
+    windowed = build_model(dataclasses.replace(SMALL[name], eval_windows=3, eval_window_frames=192), n_classes=4)
+    whole = build_model(SMALL[name], n_classes=4)
+    whole.load_state_dict(windowed.state_dict())  # same weights: windows are no parameter
+    tiles = random_tiles(3)
+    windowed.eval(), whole.eval()
+    with torch.no_grad():
+        logits, embedding = windowed.forward_with_embedding(tiles)
+        parts = [whole.forward_with_embedding(tiles[..., start : start + 192]) for start in (0, 32, 64)]
+    assert embedding.shape == (3, 128)
+    torch.testing.assert_close(embedding, sum(part[1] for part in parts) / 3)
+    torch.testing.assert_close(logits, sum(part[0] for part in parts) / 3)
+    windowed.train(), whole.train()
+    torch.manual_seed(1)
+    trained_logits = windowed(tiles)
+    torch.manual_seed(1)
+    torch.testing.assert_close(trained_logits, whole(tiles))  # training reads the whole tile
+
+
+def test_compare_builds_each_family_with_the_recipe_fields_of_the_base_model():
+    base = ModelConfig(dropout=0.1, eval_windows=3, eval_window_frames=160)
+    for name in FAMILIES:
+        config = base.as_family(name)
+        assert config == ModelConfig.for_family(name, dropout=0.1, eval_windows=3, eval_window_frames=160)
+    with pytest.raises(Exception, match="eval_windows"):
+        ModelConfig(eval_windows=0)

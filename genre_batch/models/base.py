@@ -80,6 +80,18 @@ def pool_over_time(features: torch.Tensor) -> torch.Tensor:
     return torch.cat([features.mean(dim=-1), features.amax(dim=-1)], dim=1)
 
 
+def window_offsets(frames: int, config: ModelConfig) -> list[int]:
+    """Where the ``eval_windows`` windows of ``eval_window_frames`` frames start in a tile of
+    ``frames`` frames: evenly spaced from the first frame to the last full window, so they
+    overlap and cover the tile. One offset (the whole tile) when the windows are off or the
+    tile is no wider than a window."""
+    width = config.eval_window_frames
+    if config.eval_windows < 2 or frames <= width:
+        return [0]
+    last = frames - width
+    return sorted({round(i * last / (config.eval_windows - 1)) for i in range(config.eval_windows)})
+
+
 def check_config(n_classes: int, config: ModelConfig, needs_channels: int = 1) -> None:
     if n_classes < 1:
         raise ValueError(f"n_classes must be at least 1, got {n_classes}")
@@ -137,9 +149,21 @@ class EmbeddingModel(nn.Module):
 
     def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(logits [B, n_classes], embedding [B, embedding_dim])`` from one pass; ``x``
-        is uint8 tiles or float input that ``tiles_to_input`` made."""
-        embedding = self.embedding(self.pooled_features(self.normalise_bands(as_model_input(x))))
-        return self.head(embedding), embedding
+        is uint8 tiles or float input that ``tiles_to_input`` made. In eval mode with
+        ``eval_windows`` > 1, the mean over the tile's overlapping windows (``window_offsets``)."""
+        x = self.normalise_bands(as_model_input(x))
+        offsets = [] if self.training else window_offsets(x.shape[-1], self.config)
+        if len(offsets) < 2:
+            embedding = self.embedding(self.pooled_features(x))
+            return self.head(embedding), embedding
+        width = self.config.eval_window_frames
+        # The windows of every tile in one batch: [W * B, 1, F, width], window-major.
+        windows = torch.cat([x[..., start : start + width] for start in offsets])
+        embedding = self.embedding(self.pooled_features(windows))
+        logits = self.head(embedding)
+        batch = x.shape[0]
+        return (logits.view(len(offsets), batch, -1).mean(dim=0),
+                embedding.view(len(offsets), batch, -1).mean(dim=0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, n_classes]``."""
