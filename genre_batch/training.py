@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from genre_batch.artifacts import IngestVersion, published_ingest
 from genre_batch.checkpoint import checkpoint_state, ensure_resumable, restore_training_state, unwrap_model
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 # Where a checkpoint keeps the raw (still training) weights when its model is their moving average.
 RAW_WEIGHTS = "raw_model_state"
+EMA_UPDATES = "ema_updates"  # optimiser steps the moving average has seen
 
 # A batch as the workers get it: uint8 tiles [B, n_mels, tile_frames], class ids [B] and each
 # tile's song as a row of the validation songs (-1: not one of them) [B].
@@ -141,6 +142,30 @@ def band_statistics(tile_uris: Sequence[str], song_ids: set[str], features: Feat
     frames = tiles_read * features.tile_frames
     mean = total / frames
     return mean.tolist(), np.sqrt(np.maximum(squares / frames - mean ** 2, 0.0)).tolist()
+
+
+def ema_decay_at(decay: float, updates: int) -> float:
+    """The moving average's decay after ``updates`` steps: ``min(decay, (1 + n) / (10 + n))``, a
+    warm-up (as TensorFlow's ExponentialMovingAverage with ``num_updates``), so that a short
+    run's average is not dominated by its first, untrained weights."""
+    return min(decay, (1.0 + updates) / (10.0 + updates))
+
+
+TensorList = tuple[torch.Tensor, ...] | list[torch.Tensor]
+
+
+def warmup_ema(decay: float) -> Callable[[TensorList, TensorList, torch.Tensor | int], None]:
+    """``AveragedModel``'s ``multi_avg_fn``: the averaged tensors move towards the current ones
+    by ``1 - ema_decay_at(decay, n)``."""
+    def update(averaged: TensorList, current: TensorList, num_averaged: torch.Tensor | int) -> None:
+        weight = 1.0 - ema_decay_at(decay, int(num_averaged))
+        floating = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+        if floating:
+            torch._foreach_lerp_([a for a, _ in floating], [c for _, c in floating], weight)
+        for a, c in zip(averaged, current):  # counters (BatchNorm's num_batches_tracked) are copied
+            if not a.is_floating_point():
+                a.copy_(c)
+    return update
 
 
 def cosine_lr(base: float, epoch: int, epochs: int, floor: float = 0.05) -> float:
@@ -276,7 +301,7 @@ class TrainLoop:
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         # The averaged weights (BatchNorm statistics too) are validated and saved; the raw
         # ones keep training.
-        self.ema = (AveragedModel(unwrap_model(self.model), multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+        self.ema = (AveragedModel(unwrap_model(self.model), multi_avg_fn=warmup_ema(config.ema_decay),
                                   use_buffers=True) if config.ema_decay > 0 else None)
         self.start_epoch = 0
         self.history: list[dict[str, float]] = []
@@ -296,6 +321,9 @@ class TrainLoop:
                                                   self.model, self.optimizer)
         if self.ema is not None:
             self.ema.module.load_state_dict(state["model_state"])
+            # The average's step count goes on from where it was: at 0 the next update would
+            # copy the raw weights over the average, and the warm-up would start again.
+            self.ema.n_averaged.fill_(int(state.get("extra", {}).get(EMA_UPDATES, 1)))
         self.history = [dict(row) for row in state.get("history", [])]
 
     def run_pass(self, batches: Iterable[TileBatch | tuple[torch.Tensor, torch.Tensor]], train: bool) -> PassTotals:
@@ -401,6 +429,7 @@ class TrainLoop:
         extra: dict[str, Any] = {"train_config": self.config.to_dict()}
         if self.ema is not None:
             extra[RAW_WEIGHTS] = unwrap_model(self.model).state_dict()
+            extra[EMA_UPDATES] = int(self.ema.n_averaged)
         return checkpoint_state(
             self.evaluated_model, self.optimizer, self.labels, self.features, self.model_config, epoch, metrics,
             self.history, extra=extra,

@@ -159,6 +159,7 @@ def test_a_moving_average_is_what_is_validated_saved_and_resumed(one_torch_threa
     resumed.restore(state)
     assert all(torch.equal(resumed.model.state_dict()[k], raw[k]) for k in raw)
     assert all(torch.equal(resumed.evaluated_model.state_dict()[k], averaged[k]) for k in averaged)
+    assert int(resumed.ema.n_averaged) == int(loop.ema.n_averaged) > 0  # the next step averages, not copies
     assert TrainLoop(CONFIG, FEATURES, LABELS).ema is None  # off by default
     with pytest.raises(ConfigError):
         TrainConfig(ema_decay=1.0)
@@ -197,3 +198,17 @@ def test_band_norm_keeps_the_training_bands_statistics_in_the_model(one_torch_th
     with pytest.raises(ValueError, match="mel bands"):
         bundle.model(torch.zeros(1, 128, 64, dtype=torch.uint8))
     assert "band_mean" not in TrainLoop(CONFIG, FEATURES, LABELS).model.state_dict()
+
+
+def test_the_moving_average_warms_up_then_keeps_its_decay():
+    import torch
+
+    from genre_batch.training import ema_decay_at, warmup_ema
+
+    assert ema_decay_at(0.99, 0) == pytest.approx(0.1)  # the first steps mostly follow the weights
+    assert ema_decay_at(0.99, 90) == pytest.approx(0.91)
+    assert ema_decay_at(0.99, 10_000) == 0.99
+    averaged, current = [torch.zeros(3), torch.tensor(5)], [torch.ones(3), torch.tensor(7)]
+    warmup_ema(0.99)(averaged, current, torch.tensor(0))
+    torch.testing.assert_close(averaged[0], torch.full((3,), 0.9))
+    assert int(averaged[1]) == 7  # an integer counter is copied, not averaged
