@@ -21,15 +21,16 @@ from genre_batch import metrics as m
 from genre_batch import schemas
 from genre_batch.artifacts import IndexVersion, IngestVersion, load_ingest_version, published_index
 from genre_batch.config import ensure_same_features
-from genre_batch.decode import decode_audio
+from genre_batch.decode import stream_audio
 from genre_batch.errors import GenreBatchError
 from genre_batch.evaluation import split_metrics
-from genre_batch.features import featurise
+from genre_batch.features import MelStream, tiles_of_stream
 from genre_batch.index import SongIndex, UnknownSongError, centre_vectors, cosine_spread, recall_at_k
 from genre_batch.playlist import Playlist, make_playlist, resolve_history
 from genre_batch.decision import SongDecision, rule_scores
 from genre_batch.pooling import UNKNOWN, VOTE_FLOOR, GenreDecision, decide_genre, pool_song, tile_votes
-from genre_batch.storage import download_file, is_local, normalise_uri, read_bytes
+from genre_batch.ingest import DEFAULT_MAX_DURATION_S, IN_MEMORY_BYTES, FileSource, content_hash_of_source, opener_of
+from genre_batch.storage import download_file, filesystem, is_local, normalise_uri, read_bytes, storage_errors
 from genre_batch.tables import read_frame, read_table
 
 if TYPE_CHECKING:
@@ -79,6 +80,20 @@ def local_copy(uri: str) -> str:
         download_file(uri, tmp)
         os.replace(tmp, local)
     return local
+
+
+def read_audio_source(uri: str) -> FileSource:
+    """A query file: its bytes when small, else an opener that streams it (as ingest reads)."""
+    fs, path = filesystem(uri)
+    with storage_errors("read", uri):
+        size = fs.size(path)
+    if size is None or size <= IN_MEMORY_BYTES:
+        return read_bytes(uri)
+
+    def open_file() -> Any:
+        with storage_errors("read", uri):
+            return fs.open(path, "rb")
+    return open_file
 
 
 @dataclass(frozen=True)
@@ -164,12 +179,16 @@ class PublishedIndex:
         return TileClassifier(bundle)
 
     # ---------------------------------------------------------------- audio
-    def analyse_audio(self, uri: str) -> AudioAnswer:
-        """Decode and featurise a file exactly as ingest did, run the model, pool the tiles."""
-        data = read_bytes(uri)
+    def analyse_audio(self, uri: str, max_duration_s: float = DEFAULT_MAX_DURATION_S) -> AudioAnswer:
+        """Decode and featurise a file exactly as ingest did (streamed: an hours-long file in
+        bounded memory, its first ``max_duration_s``), run the model a batch of tiles at a
+        time, pool the tiles."""
         config = self.version.feature_config
-        audio = decode_audio(data, name=uri, target_sample_rate=config.sample_rate)
-        tiles = featurise(audio.samples, config, name=uri)
+        source = read_audio_source(uri)
+        content_hash = content_hash_of_source(source)
+        _, mel = stream_audio(opener_of(source), name=uri, target_sample_rate=config.sample_rate,
+                              sink=lambda: MelStream(config), max_samples=round(max_duration_s * config.sample_rate))
+        tiles = tiles_of_stream(mel.finish(), config, name=uri)
         outputs = self.model.outputs(tiles.tiles)
         song_probs, embedding = pool_song(outputs.probs, outputs.embeddings)
         # The index's rule, so a catalogue file gets the genre the index gave it.
@@ -180,7 +199,7 @@ class PublishedIndex:
             decision=decide_genre(scores, self.model.labels, self.threshold),
             embedding=embedding,
             n_tiles=len(tiles),
-            content_hash=hashlib.sha256(data).hexdigest(),
+            content_hash=content_hash,
         )
 
     # ---------------------------------------------------------------- neighbours

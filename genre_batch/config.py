@@ -242,12 +242,15 @@ class TrainConfig:
 @dataclass(frozen=True)
 class IngestConfig:
     """How ingest divides its work: files per Ray task, which is also files per tile shard
-    (``nightly`` decodes up to this many new files in its own process)."""
+    (``nightly`` decodes up to this many new files in its own process); and how much of a
+    long file it analyses: the first ``max_duration_s`` seconds (a DJ mix, an audiobook or a
+    concert is still one song, its tiles from its first hours)."""
 
     files_per_task: int = 8
+    max_duration_s: float = 4 * 3600.0
 
     def __post_init__(self) -> None:
-        _at_least(self, 1, "files_per_task")
+        _at_least(self, 1, "files_per_task", "max_duration_s")
 
 
 @dataclass(frozen=True)

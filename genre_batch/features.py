@@ -104,42 +104,123 @@ def stft_frames(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(padded, config.n_fft)[:: config.hop_length]
 
 
+class _MelKernel:
+    """Frames -> mel power rows, ``_FRAMES_PER_CHUNK`` frames per FFT call: window, float32
+    ``rfft``, square in place, filterbank blocks. Its buffers are reused call after call."""
+
+    def __init__(self, config: FeatureConfig) -> None:
+        import torch  # here, not at the top: listing or --help needs no torch (~2 s to import)
+
+        half = config.n_fft // 2
+        self.torch = torch
+        self.n_mels = config.n_mels
+        self.window = _window(config.n_fft)
+        self.blocks = _filter_blocks(config)
+        self.windowed = np.empty((_FRAMES_PER_CHUNK, config.n_fft), dtype=np.float32)
+        self.spectrum = torch.empty((_FRAMES_PER_CHUNK, half + 1), dtype=torch.complex64)
+        self.squares = torch.view_as_real(self.spectrum).numpy().reshape(_FRAMES_PER_CHUNK, 2 * (half + 1))  # a view
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """[n, n_fft] frames -> float32 [n, n_mels] mel power."""
+        n_frames = len(frames)
+        mel = np.empty((n_frames, self.n_mels), dtype=np.float32)
+        windowed, spectrum, squares = self.windowed, self.spectrum, self.squares
+        for start in range(0, n_frames, _FRAMES_PER_CHUNK):
+            rows = min(_FRAMES_PER_CHUNK, n_frames - start)
+            np.multiply(frames[start : start + rows], self.window, out=windowed[:rows])
+            self.torch.fft.rfft(self.torch.from_numpy(windowed[:rows]), dim=1, out=spectrum[:rows])
+            np.square(squares[:rows], out=squares[:rows])  # (re^2, im^2) pairs, summed by the blocks
+            for block in self.blocks:
+                np.matmul(
+                    squares[:rows, block.lo : block.hi], block.weights, out=mel[start : start + rows, block.first : block.last]
+                )
+        return mel
+
+
+class MelStream:
+    """The mel power spectrogram of a waveform that arrives in pieces (``feed``, then
+    ``finish``): the same frames, bit for bit, as ``mel_power`` of the whole waveform.
+
+    The STFT is carried across the pieces' edges: the samples from the next frame's start on
+    wait for the next piece, and frames are computed in groups of ``_FRAMES_PER_CHUNK`` at the
+    same frame numbers as in one pass, so every BLAS call sees the same rows. What is kept is
+    the mel power (float32, ~88 MB per hour of audio at the defaults), never the samples.
+    """
+
+    def __init__(self, config: FeatureConfig) -> None:
+        self.config = config
+        self.samples = 0  # fed so far
+        self.frames = 0  # computed so far
+        self.parts: list[np.ndarray] = []  # float32 [rows, n_mels], in time order
+        self.peak = 0.0  # the largest mel power so far
+        self._pending = np.zeros(config.n_fft // 2, dtype=np.float32)  # the centring pad, then samples
+        self._kernel = _MelKernel(config)
+        self._finished = False
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples / self.config.sample_rate
+
+    def feed(self, samples: np.ndarray) -> None:
+        if self._finished:
+            raise ValueError("MelStream.feed after finish")
+        samples = np.asarray(samples, dtype=np.float32)
+        self.samples += len(samples)
+        self._pending = np.concatenate([self._pending, samples])
+        self._compute(final=False)
+
+    def finish(self) -> "MelStream":
+        """The end of the waveform: the last frames, over the closing centring pad."""
+        if not self._finished:
+            self._pending = np.concatenate([self._pending, np.zeros(self.config.n_fft // 2, dtype=np.float32)])
+            self._compute(final=True)
+            self._finished = True
+        return self
+
+    def _compute(self, final: bool) -> None:
+        n_fft, hop = self.config.n_fft, self.config.hop_length
+        ready = (len(self._pending) - n_fft) // hop + 1 if len(self._pending) >= n_fft else 0
+        if final:
+            ready = min(ready, self.samples // hop + 1 - self.frames)  # as many frames as one pass has
+        else:
+            ready -= ready % _FRAMES_PER_CHUNK  # whole groups only, at one pass's frame numbers
+        if ready <= 0:
+            return
+        frames = np.lib.stride_tricks.sliding_window_view(self._pending, n_fft)[::hop][:ready]
+        part = self._kernel(frames)
+        self.parts.append(part)
+        self.peak = max(self.peak, float(part.max(initial=0.0)))
+        self.frames += ready
+        self._pending = self._pending[ready * hop :].copy()  # a copy lets the consumed samples go
+
+    def power(self) -> np.ndarray:
+        """The whole mel power spectrogram [n_mels, frames] (after ``finish``)."""
+        if not self._finished:
+            raise ValueError("MelStream.power before finish")
+        if not self.parts:
+            return np.zeros((self.config.n_mels, 0), dtype=np.float32)
+        return (self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts)).T
+
+
 def mel_power(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Mel power spectrogram [n_mels, frames]: centred (zero-padded) periodic-Hann STFT, power 2.
 
     The same numbers as ``librosa.feature.melspectrogram(center=True, pad_mode="constant")``,
-    computed chunk by chunk: window, float32 ``rfft``, square in place, filterbank blocks.
+    computed chunk by chunk (``MelStream`` fed the whole waveform at once).
     """
-    import torch  # here, not at the top: listing or --help needs no torch (~2 s to import)
-
-    half = config.n_fft // 2
-    frames = stft_frames(samples, config)
-    n_frames, chunk = len(frames), min(len(frames), _FRAMES_PER_CHUNK)
-    window = _window(config.n_fft)
-    blocks = _filter_blocks(config)
-    mel = np.empty((n_frames, config.n_mels), dtype=np.float32)
-    windowed = np.empty((chunk, config.n_fft), dtype=np.float32)
-    spectrum = torch.empty((chunk, half + 1), dtype=torch.complex64)
-    squares = torch.view_as_real(spectrum).numpy().reshape(chunk, 2 * (half + 1))  # a view
-    for start in range(0, n_frames, chunk):
-        rows = min(chunk, n_frames - start)
-        np.multiply(frames[start : start + rows], window, out=windowed[:rows])
-        torch.fft.rfft(torch.from_numpy(windowed[:rows]), dim=1, out=spectrum[:rows])
-        np.square(squares[:rows], out=squares[:rows])  # (re^2, im^2) pairs, summed by the blocks
-        for block in blocks:
-            np.matmul(
-                squares[:rows, block.lo : block.hi], block.weights, out=mel[start : start + rows, block.first : block.last]
-            )
-    return mel.T
+    stream = MelStream(config)
+    stream.feed(samples)
+    return stream.finish().power()
 
 
 # librosa's ``amin``: a smaller power counts as this one (-100 dB re 1.0) when taken to dB.
 POWER_FLOOR = 1e-10
 
 
-def power_to_db(power: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """dB relative to the loudest bin, clipped to [-top_db, 0] (librosa's ref=np.max, top_db)."""
-    ref = max(float(power.max(initial=0.0)), POWER_FLOOR)
+def power_to_db(power: np.ndarray, config: FeatureConfig, peak: float | None = None) -> np.ndarray:
+    """dB relative to the loudest bin, clipped to [-top_db, 0] (librosa's ref=np.max, top_db);
+    ``peak``: the loudest bin's power when ``power`` is a piece of the song."""
+    ref = max(float(power.max(initial=0.0)) if peak is None else peak, POWER_FLOOR)
     # One float32 buffer, updated in place: a 30 s song's image is ~1.3 MB, allocations show.
     db = np.maximum(np.asarray(power, dtype=np.float32), np.float32(POWER_FLOOR))
     db /= np.float32(ref)
@@ -190,19 +271,32 @@ def cut_tiles(spectrogram: np.ndarray, config: FeatureConfig) -> SongTiles:
 
 
 def featurise(samples: np.ndarray, config: FeatureConfig, name: str = "audio") -> SongTiles:
-    """Mono waveform at ``config.sample_rate`` -> uint8 tiles.
+    """Mono waveform at ``config.sample_rate`` -> uint8 tiles (``tiles_of_stream``)."""
+    stream = MelStream(config)
+    stream.feed(samples)
+    return tiles_of_stream(stream.finish(), config, name)
+
+
+def tiles_of_stream(stream: MelStream, config: FeatureConfig, name: str = "audio") -> SongTiles:
+    """A finished ``MelStream`` -> uint8 tiles, converting one piece at a time (each piece's
+    float power is dropped once it is quantised).
 
     Raises ``AudioTooShortError``, and ``AudioSilentError`` when no mel bin rises above
     ``POWER_FLOOR``: dB relative to the loudest bin is then 0 everywhere, and digital silence
     would become an all-255 image, the loudest noise there is (the demo's model called it
     metal at confidence 1.00).
     """
-    duration = len(samples) / config.sample_rate
+    duration = stream.duration_s
     if duration < config.min_duration_s:
         raise AudioTooShortError(
             f"{name}: {duration:.2f} s of audio, shorter than the minimum {config.min_duration_s:.2f} s"
         )
-    power = mel_power(samples, config)
-    if not power.max(initial=0.0) > POWER_FLOOR:
+    if not stream.peak > POWER_FLOOR:
         raise AudioSilentError(f"{name}: {duration:.2f} s of silence (no signal above {POWER_FLOOR:g} mel power)")
-    return cut_tiles(quantise_db(power_to_db(power, config), config), config)
+    image = np.empty((config.n_mels, stream.frames), dtype=np.uint8)
+    start = 0
+    while stream.parts:
+        part = stream.parts.pop(0)
+        image[:, start : start + len(part)] = quantise_db(power_to_db(part, config, stream.peak), config).T
+        start += len(part)
+    return cut_tiles(image, config)

@@ -10,7 +10,6 @@ file's fault) is always retried.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -20,7 +19,7 @@ from genre_batch.catalogue import CatalogueFile
 from genre_batch.ingest import rewrite_shard_without
 from genre_batch.layout import RootLayout
 from genre_batch.nulls import null_if_nan
-from genre_batch.storage import join, read_bytes
+from genre_batch.storage import join, sha256_of
 
 
 @dataclass
@@ -98,7 +97,7 @@ def diff_catalogue(
 
 def content_hash_of(file: CatalogueFile) -> str:
     """SHA-256 of a catalogue file's bytes, as the songs table records it."""
-    return hashlib.sha256(read_bytes(file.uri)).hexdigest()
+    return sha256_of(file.uri)
 
 
 def carry_over_songs(layout: RootLayout, songs: pd.DataFrame, diff: CatalogueDiff, version: str) -> list[dict[str, Any]]:

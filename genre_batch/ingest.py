@@ -1,5 +1,10 @@
-"""The pure core of ingest: one file's bytes -> a song row and its tiles, or an error row;
-a group of files -> one tile shard and their rows (``ingest_group``).
+"""The pure core of ingest: one file -> a song row and its tiles, or an error row; a group
+of files -> one tile shard and their rows (``ingest_group``).
+
+A file up to ``IN_MEMORY_BYTES`` is read whole (one request to the store); a bigger one is
+read twice as a stream, once for its content hash and once through the decoder, so that an
+hours-long file never sits in memory as bytes or samples (``decode.stream_audio``,
+``features.MelStream``).
 
 Ray glue (``pipelines/ingest.py``) only hands each task its group of files; the nightly job
 calls ``ingest_group`` in its own process for a handful of new files.
@@ -8,12 +13,13 @@ calls ``ingest_group`` in its own process for a handful of new files.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import IO, Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -21,10 +27,10 @@ from fsspec.implementations.local import LocalFileSystem
 
 from genre_batch import schemas
 from genre_batch.catalogue import CatalogueFile
-from genre_batch.config import FeatureConfig, SplitConfig
-from genre_batch.decode import decode_audio
+from genre_batch.config import FeatureConfig, IngestConfig, SplitConfig
+from genre_batch.decode import Opener, stream_audio
 from genre_batch.errors import AudioDecodeError, AudioSilentError, AudioTooShortError
-from genre_batch.features import SongTiles, featurise
+from genre_batch.features import MelStream, SongTiles, tiles_of_stream
 from genre_batch.labels import read_tags
 from genre_batch.splits import assign_split, split_key
 from genre_batch.storage import filesystem, join
@@ -56,25 +62,61 @@ def error_row(file: CatalogueFile, stage: str, exc: BaseException, content_hash:
     }
 
 
+# Files up to this size are read in one request and decoded from memory; bigger ones stream.
+IN_MEMORY_BYTES = 32 * 2**20
+# Bytes per read when hashing a streamed file.
+HASH_BLOCK_BYTES = 8 * 2**20
+DEFAULT_MAX_DURATION_S = IngestConfig.max_duration_s
+
+FileSource = bytes | Opener  # the file's bytes, or a function that opens it
+
+
+def opener_of(source: FileSource) -> Opener:
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+        return lambda: io.BytesIO(data)
+    return source
+
+
+def content_hash_of_source(source: FileSource) -> str:
+    """sha256 of the file's bytes, read ``HASH_BLOCK_BYTES`` at a time when it is streamed."""
+    if isinstance(source, (bytes, bytearray)):
+        return hashlib.sha256(source).hexdigest()
+    digest = hashlib.sha256()
+    with source() as handle:
+        while block := handle.read(HASH_BLOCK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def ingest_file(
     file: CatalogueFile,
-    data: bytes,
+    data: FileSource,
     features: FeatureConfig,
     splits: SplitConfig,
     labels_from_tags: bool = False,
+    max_duration_s: float = DEFAULT_MAX_DURATION_S,
 ) -> FileOutcome:
-    """Decode, featurise and label one file. Expected failures become an error row."""
-    content_hash = hashlib.sha256(data).hexdigest()
+    """Decode, featurise and label one file (its bytes, or an opener that streams it): the
+    first ``max_duration_s`` seconds of it. Expected failures become an error row; a failure to
+    read the file (``OSError``) propagates."""
+    content_hash = content_hash_of_source(data)
+    opener = opener_of(data)
     try:
-        audio = decode_audio(data, name=file.relative_path, target_sample_rate=features.sample_rate)
+        audio, mel = stream_audio(opener, name=file.relative_path, target_sample_rate=features.sample_rate,
+                                  sink=lambda: MelStream(features),
+                                  max_samples=round(max_duration_s * features.sample_rate))
     except AudioDecodeError as exc:
         return FileOutcome(error=error_row(file, "decode", exc, content_hash))
     try:
-        song_tiles = featurise(audio.samples, features, name=file.relative_path)
+        song_tiles = tiles_of_stream(mel.finish(), features, name=file.relative_path)
     except (AudioTooShortError, AudioSilentError) as exc:
         return FileOutcome(error=error_row(file, "featurise", exc, content_hash))
+    if audio.truncated:
+        logger.warning("%s: analysed its first %.0f s of %s", file.relative_path, max_duration_s,
+                       f"{audio.source_duration_s:.0f} s" if audio.source_duration_s else "more")
 
-    tags = read_tags(data)
+    tags = read_tags(opener)
     label, label_source = file.label, file.label_source
     if labels_from_tags:
         label, label_source = tags.genre, ("tags" if tags.genre else "none")
@@ -103,30 +145,43 @@ def ingest_file(
     return FileOutcome(song=song, tiles=song_tiles)
 
 
-def read_catalogue_file(file: CatalogueFile) -> bytes:
-    """The bytes of a catalogue file. A read failure is the file's (an error row), not a
-    ``StorageError`` that would fail the job: hence fsspec directly, not ``storage.read_bytes``."""
+def _explain_missing(path: str, fs: Any) -> None:
+    # The listing keeps broken links (storage.walk_files): say what is broken.
+    if isinstance(fs, LocalFileSystem) and os.path.islink(path):
+        raise FileNotFoundError(f"broken link: {path} points to {os.readlink(path)}, which does not exist") from None
+
+
+def read_catalogue_file(file: CatalogueFile) -> FileSource:
+    """A catalogue file: its bytes when it is small (``IN_MEMORY_BYTES``), else an opener that
+    streams it. A read failure is the file's (an error row), not a ``StorageError`` that would
+    fail the job: hence fsspec directly, not ``storage.read_bytes``."""
     fs, path = filesystem(file.uri)
     try:
+        size = file.size_bytes if file.size_bytes is not None else fs.size(path)
+        if size > IN_MEMORY_BYTES:
+            if fs.isdir(path):
+                raise IsADirectoryError(f"{path} is a directory")
+
+            def open_file() -> IO[bytes]:
+                return fs.open(path, "rb")
+            return open_file
         with fs.open(path, "rb") as handle:
             return handle.read()
     except FileNotFoundError:
-        # The listing keeps broken links (storage.walk_files): say what is broken.
-        if isinstance(fs, LocalFileSystem) and os.path.islink(path):
-            raise FileNotFoundError(f"broken link: {path} points to {os.readlink(path)}, which does not exist") from None
+        _explain_missing(path, fs)
         raise
 
 
 def read_and_ingest(file: CatalogueFile, features: FeatureConfig, splits: SplitConfig, labels_from_tags: bool = False,
-                    read: Callable[[CatalogueFile], bytes] = read_catalogue_file) -> FileOutcome:
+                    read: Callable[[CatalogueFile], FileSource] = read_catalogue_file,
+                    max_duration_s: float = DEFAULT_MAX_DURATION_S) -> FileOutcome:
     """Read one catalogue file (with ``read``) and ingest it; whatever goes wrong becomes its
     error row."""
     try:
         data = read(file)
+        return ingest_file(file, data, features, splits, labels_from_tags, max_duration_s)
     except OSError as exc:
         return FileOutcome(error=error_row(file, "read", exc, None))
-    try:
-        return ingest_file(file, data, features, splits, labels_from_tags)
     except Exception as exc:  # one bad file must not drop the others (a Ray block is all or nothing)
         logger.exception("unexpected failure on %s", file.uri)
         return FileOutcome(error=error_row(file, "featurise", exc, None))
@@ -139,10 +194,12 @@ def ingest_group(
     features: FeatureConfig,
     splits: SplitConfig,
     labels_from_tags: bool = False,
+    max_duration_s: float = DEFAULT_MAX_DURATION_S,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Ingest these files into one tile shard under ``tiles_dir_uri``; returns (song rows,
     error rows). Storage errors writing the shard propagate: they fail the job, not a file."""
-    outcomes = [read_and_ingest(file, features, splits, labels_from_tags) for file in files]
+    outcomes = [read_and_ingest(file, features, splits, labels_from_tags, max_duration_s=max_duration_s)
+                for file in files]
     write_tile_shard(outcomes, tiles_dir_uri, features, shard_prefix)
     return ([o.song for o in outcomes if o.song is not None],
             [o.error for o in outcomes if o.error is not None])

@@ -6,6 +6,7 @@ import csv
 import io
 import logging
 from dataclasses import dataclass
+from typing import IO, Callable
 
 import mutagen
 
@@ -72,10 +73,15 @@ class Tags:
     genre: str | None = None
 
 
-def read_tags(data: bytes) -> Tags:
-    """ID3 / Vorbis comment / MP4 tags via mutagen; a file without readable tags has none."""
+def read_tags(data: bytes | Callable[[], IO[bytes]]) -> Tags:
+    """ID3 / Vorbis comment / MP4 tags via mutagen, from the file's bytes or an opener (mutagen
+    reads the tag blocks, not the audio); a file without readable tags has none."""
     try:
-        tagged = mutagen.File(io.BytesIO(data), easy=True)
+        if isinstance(data, (bytes, bytearray)):
+            tagged = mutagen.File(io.BytesIO(data), easy=True)
+        else:
+            with data() as handle:
+                tagged = mutagen.File(handle, easy=True)
     except Exception as exc:  # mutagen raises many types on odd files; tags are optional
         logger.debug("no readable tags: %s", exc)
         return Tags()

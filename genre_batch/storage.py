@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import hashlib
 import os
 import secrets
 import tempfile
@@ -119,6 +120,17 @@ def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     with storage_errors("read", uri), fs.open(path, "rb") as handle:
         return handle.read()
+
+
+def sha256_of(uri: str, block_bytes: int = 8 * 2**20) -> str:
+    """The sha256 of an object's bytes, read a block at a time (an hours-long file never sits
+    in memory)."""
+    fs, path = filesystem(uri)
+    digest = hashlib.sha256()
+    with storage_errors("read", uri), fs.open(path, "rb") as handle:
+        while block := handle.read(block_bytes):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_text(uri: str, what: str) -> str:

@@ -64,6 +64,7 @@ def ingest_batch(
     features: dict[str, Any],
     splits: dict[str, Any],
     labels_from_tags: bool,
+    max_duration_s: float = IngestConfig.max_duration_s,
 ) -> pa.Table:
     """Ray UDF: a batch of catalogue records -> one tile shard + one JSON outcome per file.
 
@@ -71,7 +72,7 @@ def ingest_batch(
     Arrow's ``to_pylist`` keeps it None."""
     files = [catalogue_file_from_record(record) for record in batch.to_pylist()]
     songs, errors = ingest_group(files, tiles_dir, shard_prefix, FeatureConfig.from_dict(features),
-                                 SplitConfig.from_dict(splits), labels_from_tags)
+                                 SplitConfig.from_dict(splits), labels_from_tags, max_duration_s)
     return pa.table({"kind": ["song"] * len(songs) + ["error"] * len(errors),
                      "record": [json.dumps(row) for row in songs + errors]})
 
@@ -108,6 +109,7 @@ def ingest_stage(
                 "features": features.to_dict(),
                 "splits": splits.to_dict(),
                 "labels_from_tags": labels_from_tags,
+                "max_duration_s": config.max_duration_s,
             },
         ).take_all()
     songs = [json.loads(o["record"]) for o in outcomes if o["kind"] == "song"]
@@ -156,6 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--files-per-task", type=positive_int, default=IngestConfig.files_per_task,
                         help="files per Ray task = per tile shard")
+    parser.add_argument("--max-duration", type=float, default=IngestConfig.max_duration_s / 3600, metavar="HOURS",
+                        help="analyse at most the first this many hours of a file (a DJ mix, a concert)")
     parser.add_argument("--tile-hop", type=positive_int, default=FeatureConfig.tile_hop_frames,
                         help="frames between tile starts (256 = no overlap)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the artist/song split hash")
@@ -169,7 +173,7 @@ def from_args(args: argparse.Namespace) -> IngestReport:
         labels=args.labels,
         features=FeatureConfig(tile_hop_frames=args.tile_hop),
         splits=SplitConfig(seed=args.split_seed),
-        config=IngestConfig(files_per_task=args.files_per_task),
+        config=IngestConfig(files_per_task=args.files_per_task, max_duration_s=args.max_duration * 3600),
         address=args.address,
     )
 

@@ -87,7 +87,7 @@ def ingest_new_files(layout: RootLayout, previous: IngestVersion, version: str, 
     if len(files) <= config.files_per_task:
         # One task's worth of files: decode here rather than start Ray workers for it.
         return ingest_group(files, layout.tiles_dir(version), layout.tiles_prefix(version), features, splits,
-                            labels == "tags")
+                            labels == "tags", config.max_duration_s)
     cluster.start()
     return ingest_stage(files, layout, version, features, splits, labels == "tags", config)
 
@@ -243,6 +243,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", type=positive_int, default=3, help="versions of ingest and index to keep")
     parser.add_argument("--files-per-task", type=positive_int, default=IngestConfig.files_per_task,
                         help="files per Ray task = per tile shard; up to this many new files are decoded in this process")
+    parser.add_argument("--max-duration", type=float, default=IngestConfig.max_duration_s / 3600, metavar="HOURS",
+                        help="analyse at most the first this many hours of a new file")
     parser.add_argument("--local-max-tiles", type=int, default=LOCAL_MAX_TILES,
                         help="embed a delta of up to this many tiles in this process (0: always Ray Data)")
     add_device_flags(parser, "inference and --retrain")
@@ -252,7 +254,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def from_args(args: argparse.Namespace) -> NightlyReport:
     return run_nightly(
         args.catalogue, args.root, labels=args.labels, retry_failed=args.retry_failed, retrain=args.retrain,
-        keep=args.keep, ingest_config=IngestConfig(files_per_task=args.files_per_task), use_gpu=args.use_gpu,
+        keep=args.keep, ingest_config=IngestConfig(files_per_task=args.files_per_task, max_duration_s=args.max_duration * 3600), use_gpu=args.use_gpu,
         address=args.address, local_max_tiles=args.local_max_tiles, train_config=TrainConfig(epochs=args.epochs),
     )
 
