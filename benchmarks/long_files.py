@@ -13,7 +13,8 @@ then two fresh processes each measure their own peak RSS (``ru_maxrss``):
 
 Each process also reports its RSS right after importing what it needs, so that the figure that
 grows with the file is the peak minus that floor. The verdict is the ratio of the longest file's
-peak to the shortest's (target: <= 1.5 for 60 min against 5 min).
+peak to the shortest's (target: <= 1.5 for 60 min against 5 min); longer files (an 8-hour one
+is cut at the 4-hour cap, ``IngestConfig.max_duration_s``) are reported by their peak.
 """
 
 from __future__ import annotations
@@ -151,11 +152,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"{figures['seconds']:7.1f} s", flush=True)
         if not args.keep:
             path.unlink()
-    shortest, longest = f"{lengths[0]:g}", f"{lengths[-1]:g}"
+    # The target is 60 min against 5 min when both ran; any longer file is reported by its peak.
+    shortest = "5" if "5" in results["ingest"] else f"{lengths[0]:g}"
+    target = "60" if "60" in results["ingest"] else f"{lengths[-1]:g}"
     for mode, rows in results.items():
-        ratio = rows[longest]["peak_mb"] / rows[shortest]["peak_mb"]
+        ratio = rows[target]["peak_mb"] / rows[shortest]["peak_mb"]
         verdict = "PASS" if ratio <= TARGET_RATIO else "FAIL"
-        print(f"{mode}: peak RSS {longest} min / {shortest} min = {ratio:.2f} (target <= {TARGET_RATIO}) {verdict}")
+        print(f"{mode}: peak RSS {target} min / {shortest} min = {ratio:.2f} (target <= {TARGET_RATIO}) {verdict}")
+        for minutes, figures in rows.items():
+            if float(minutes) > float(target):
+                print(f"{mode}: {minutes} min ({figures['tiles']:.0f} tiles analysed): peak RSS "
+                      f"{figures['peak_mb'] / 1024:.2f} GB")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

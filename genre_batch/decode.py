@@ -25,6 +25,7 @@ import soundfile
 import soxr
 
 from genre_batch.errors import AudioDecodeError
+from genre_batch.storage import store_failure
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,8 @@ def _decode_into(name: str, source: _Source, sink: Sink, target_rate: int, max_s
         try:
             block = next(source.blocks, None)
         except Exception as exc:  # decoders raise many types; each is recorded, none is hidden
+            if store_failure(exc):
+                raise  # the store failed under the decoder (a streamed file): not the file's fault
             raise _DecoderFailed(f"{type(exc).__name__}: {_clean(exc)}") from exc
         if block is not None:
             decoded += len(block)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from typing import Any, Callable
 
@@ -44,21 +45,43 @@ def fraction(text: str) -> float:
     return value
 
 
+# The last line of one of our errors in a remote traceback that Ray kept only as text (it
+# pickles exceptions without their ``__cause__``: a Ray Data UDF's error arrives as
+# UserCodeException with our error in its message).
+_REMOTE_ERROR = re.compile(r"^genre_batch\.errors\.(\w+): (.+)$", re.MULTILINE)
+
+
+class RemoteFailure(Exception):
+    """One of our errors, raised in a Ray worker, known to the driver by its message only."""
+
+    user_facing = True
+
+
 def known_cause(exc: BaseException) -> BaseException | None:
     """The failure a user should read, also when Ray wrapped it (RayTaskError and friends
     keep the original exception as ``cause``, Ray Train as ``__cause__``).
 
     Errors raised on purpose say so with a true ``user_facing`` class attribute (every
-    ``genre_batch.errors.GenreBatchError`` does); a missing file is one too.
+    ``genre_batch.errors.GenreBatchError`` does); a missing file is one too. One of ours that
+    Ray kept only as remote traceback text is found by its last line (``RemoteFailure``).
     """
     seen: set[int] = set()
     current: BaseException | None = exc
+    remote: RemoteFailure | None = None
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if remote is None and (found := _REMOTE_ERROR.findall(str(current))):
+            remote = RemoteFailure(found[-1][1].strip())
+        inner = getattr(current, "cause", None)
+        if isinstance(inner, BaseException):
+            # A Ray wrapper: it may also be an instance of the cause's class (RayTaskError(X)),
+            # with the remote traceback as its message; the cause itself says it in one line.
+            current = inner
+            continue
         if getattr(current, "user_facing", False) is True or isinstance(current, FileNotFoundError):
             return current
-        current = getattr(current, "cause", None) or current.__cause__
-    return None
+        current = current.__cause__
+    return remote
 
 
 def run_entry_point(body: Callable[[], object], verbose: bool | None = None) -> int:

@@ -144,7 +144,7 @@ class MelStream:
     The STFT is carried across the pieces' edges: the samples from the next frame's start on
     wait for the next piece, and frames are computed in groups of ``_FRAMES_PER_CHUNK`` at the
     same frame numbers as in one pass, so every BLAS call sees the same rows. What is kept is
-    the mel power (float32, ~88 MB per hour of audio at the defaults), never the samples.
+    the mel power (float32, ~160 MB per hour of audio at the defaults), never the samples.
     """
 
     def __init__(self, config: FeatureConfig) -> None:

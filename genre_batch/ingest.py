@@ -29,11 +29,11 @@ from genre_batch import schemas
 from genre_batch.catalogue import CatalogueFile
 from genre_batch.config import FeatureConfig, IngestConfig, SplitConfig
 from genre_batch.decode import Opener, stream_audio
-from genre_batch.errors import AudioDecodeError, AudioSilentError, AudioTooShortError
+from genre_batch.errors import AudioDecodeError, AudioSilentError, AudioTooShortError, StorageError
 from genre_batch.features import MelStream, SongTiles, tiles_of_stream
 from genre_batch.labels import read_tags
 from genre_batch.splits import assign_split, split_key
-from genre_batch.storage import filesystem, join
+from genre_batch.storage import filesystem, is_local, join, store_failure
 from genre_batch.tables import read_table, write_table
 
 logger = logging.getLogger(__name__)
@@ -175,14 +175,19 @@ def read_catalogue_file(file: CatalogueFile) -> FileSource:
 def read_and_ingest(file: CatalogueFile, features: FeatureConfig, splits: SplitConfig, labels_from_tags: bool = False,
                     read: Callable[[CatalogueFile], FileSource] = read_catalogue_file,
                     max_duration_s: float = DEFAULT_MAX_DURATION_S) -> FileOutcome:
-    """Read one catalogue file (with ``read``) and ingest it; whatever goes wrong becomes its
-    error row."""
+    """Read one catalogue file (with ``read``) and ingest it; whatever goes wrong with the file
+    becomes its error row. A failure of the store itself (unreachable, throttled, denied) is a
+    ``StorageError``: it fails the job rather than turn every file into an error row."""
     try:
         data = read(file)
         return ingest_file(file, data, features, splits, labels_from_tags, max_duration_s)
-    except OSError as exc:
-        return FileOutcome(error=error_row(file, "read", exc, None))
-    except Exception as exc:  # one bad file must not drop the others (a Ray block is all or nothing)
+    except Exception as exc:
+        failure = store_failure(exc) if not is_local(file.uri) else None
+        if failure is not None:  # the store, not this file: the job fails in one line, nothing published
+            raise StorageError(f"could not read {file.uri}: {failure}") from exc
+        if isinstance(exc, OSError):
+            return FileOutcome(error=error_row(file, "read", exc, None))
+        # One bad file must not drop the others (a Ray block is all or nothing).
         logger.exception("unexpected failure on %s", file.uri)
         return FileOutcome(error=error_row(file, "featurise", exc, None))
 

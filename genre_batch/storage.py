@@ -13,6 +13,7 @@ import json
 import logging
 import hashlib
 import os
+import re
 import secrets
 import tempfile
 from contextlib import contextmanager
@@ -62,29 +63,78 @@ def relative_to(uri: str, root: str) -> str:
     return uri[len(root.rstrip("/")) + 1 :]
 
 
+# What an S3 call may cost before it fails (documented in the README): each attempt waits at
+# most CONNECT_TIMEOUT_S for a connection and READ_TIMEOUT_S for an answer; botocore makes up to
+# AWS_MAX_ATTEMPTS attempts (default 5) with exponential back-off capped at 20 s, so a store that
+# is down fails a call within ~40 s (a refused connection: within ~15 s).
+CONNECT_TIMEOUT_S = float(os.environ.get("GENRE_BATCH_S3_CONNECT_TIMEOUT", "5"))
+READ_TIMEOUT_S = float(os.environ.get("GENRE_BATCH_S3_READ_TIMEOUT", "60"))
+DEFAULT_ATTEMPTS = 5
+
+_UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError", "ClientConnectorError",
+                "ServerDisconnectedError", "ProxyConnectionError")
+_THROTTLED = ("SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+              "reduce your request rate")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+
+
+def store_failure(exc: BaseException) -> str | None:
+    """What went wrong with the store, in a few words, when ``exc`` (or what it wraps) is a
+    failure of the store itself rather than of one object: unreachable, timed out, no such
+    bucket, access denied, throttled, no credentials. None for anything else."""
+    for current in _chain(exc):
+        name, text = type(current).__name__, str(current)
+        if name in _UNREACHABLE or isinstance(current, ConnectionRefusedError):
+            return f"the store is unreachable ({text})"
+        if name in ("ReadTimeoutError", "TimeoutError", "FSTimeoutError") or isinstance(current, TimeoutError):
+            return f"the store did not answer within {READ_TIMEOUT_S:g} s ({text or name})"
+        if name in ("NoCredentialsError", "PartialCredentialsError"):
+            return "no credentials for the store (set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a role)"
+        if "NoSuchBucket" in text or "bucket does not exist" in text:
+            return "no such bucket"
+        if any(marker in text or marker == name for marker in _THROTTLED):
+            return f"the store kept throttling after {s3_retries()['max_attempts']} attempts ({text})"
+        if isinstance(current, PermissionError) or "AccessDenied" in text or "Access Denied" in text:
+            return f"access denied ({text})"
+    return None
+
+
 @contextmanager
 def storage_errors(action: str, uri: str) -> Iterator[None]:
     """Turn what a filesystem raises into one named error that says what failed where:
-    ``MissingObjectError`` for a missing object, ``StorageError`` for the rest (access
-    denied, no such bucket, retries exhausted). Never a credential: only the URI and the
-    store's own message."""
+    ``MissingObjectError`` for a missing object, ``StorageError`` for the rest (unreachable,
+    timed out, access denied, no such bucket, retries exhausted: ``store_failure``). Never a
+    credential: only the URI and the store's own message."""
     try:
         yield
     except StorageError:
         raise
-    except FileNotFoundError as exc:
-        raise MissingObjectError(f"{uri} does not exist ({exc})") from exc
-    except OSError as exc:  # botocore's and pyarrow's errors arrive as OSError subclasses
-        raise StorageError(f"could not {action} {uri}: {exc}") from exc
+    except Exception as exc:  # botocore's errors are not OSErrors; pyarrow's and s3fs's are
+        failure = store_failure(exc)
+        if failure is not None:
+            raise StorageError(f"could not {action} {uri}: {failure}") from exc
+        if isinstance(exc, FileNotFoundError):
+            raise MissingObjectError(f"{uri} does not exist ({exc})") from exc
+        if isinstance(exc, OSError):
+            raise StorageError(f"could not {action} {uri}: {exc}") from exc
+        raise
 
 
 def s3_retries() -> dict[str, Any]:
-    """Retries of every S3 call: by default botocore's adaptive mode with 10 attempts
-    (exponential back-off with jitter on throttling, 5xx and connection errors, plus
+    """Retries of every S3 call: by default botocore's adaptive mode with ``DEFAULT_ATTEMPTS``
+    attempts (exponential back-off with jitter on throttling, 5xx and connection errors, plus
     client-side rate limiting while the store keeps throttling). The standard AWS variables
     ``AWS_RETRY_MODE`` and ``AWS_MAX_ATTEMPTS`` override it, as for any AWS client."""
     return {
-        "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "10")),
+        "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", str(DEFAULT_ATTEMPTS))),
         "mode": os.environ.get("AWS_RETRY_MODE", "adaptive"),
     }
 
@@ -97,7 +147,9 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     nothing here sees or logs a credential.
     """
     uri = normalise_uri(uri)
-    options = {"config_kwargs": {"retries": s3_retries()}} if uri.startswith(("s3://", "s3a://")) else {}
+    options = ({"config_kwargs": {"retries": s3_retries(), "connect_timeout": CONNECT_TIMEOUT_S,
+                                  "read_timeout": READ_TIMEOUT_S}}
+               if uri.startswith(("s3://", "s3a://")) else {})
     fs, path = fsspec.core.url_to_fs(uri, **options)
     return fs, path
 
@@ -286,13 +338,41 @@ def new_version() -> str:
 
 def publish(area_uri: str, version: str) -> None:
     """Point ``<area>/LATEST`` at a version that is already completely written."""
+    check_version_name(version, f"{area_uri}/{LATEST}")
     write_bytes(join(area_uri, LATEST), (version + "\n").encode())
     logger.info("published %s/%s", area_uri, version)
+
+
+# What LATEST may name: a version or run name, never a path (``../x``, ``a/b``) that would lead
+# a reader outside the area.
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+
+
+def check_version_name(name: str, where: str) -> str:
+    if not VERSION_NAME.fullmatch(name) or ".." in name:
+        raise StorageError(f"{where}: {name[:80]!r} is not a version or run name (letters, digits and . _ + -, "
+                           "no '..', at most 200 characters); refused, as it could lead outside the root")
+    return name
 
 
 def latest_version(area_uri: str, what: str, hint: str = "") -> str:
     uri = join(area_uri, LATEST)
     try:
-        return read_bytes(uri).decode().strip()
+        name = read_bytes(uri).decode("utf-8", errors="replace").strip()
     except FileNotFoundError:
+        check_bucket(area_uri)
         raise NotPublishedError(f"no {what} published yet ({uri} is missing){'; ' + hint if hint else ''}") from None
+    return check_version_name(name, uri)
+
+
+def check_bucket(uri: str) -> None:
+    """On object storage, a missing bucket is a ``StorageError`` saying so (not "nothing
+    published yet", which would send a user looking for the wrong fix)."""
+    if is_local(uri):
+        return
+    fs, path = filesystem(uri)
+    bucket = path.split("/", 1)[0]
+    with storage_errors("look up", f"{uri.split('://', 1)[0]}://{bucket}"):
+        found = fs.exists(bucket)
+    if not found:
+        raise StorageError(f"no such bucket: {uri.split('://', 1)[0]}://{bucket} (for {uri})")

@@ -35,7 +35,7 @@ from genre_batch.layout import RootLayout, shard_uris
 from genre_batch.manifests import RunMetrics
 from genre_batch.metrics import format_metric
 from genre_batch.models import MODEL_REGISTRY
-from genre_batch.storage import filesystem, publish, pyarrow_filesystem, read_bytes, upload_file
+from genre_batch.storage import check_version_name, filesystem, publish, pyarrow_filesystem, read_bytes, upload_file
 from genre_batch.tables import read_frame
 from genre_batch.training import (
     band_statistics, collate_tiles, finished_run, selection_metric, small_split_blocks, training_inputs,
@@ -293,6 +293,8 @@ def run_train(root: str, train_config: TrainConfig = TrainConfig(), run: str | N
     from pipelines._ray import ensure_ray, use_gpus
 
     started = time.perf_counter()
+    if run is not None:
+        check_version_name(run, "--run")  # before training, not at publishing
     inputs = training_inputs(root)
     layout, ingest, songs, labels = inputs.layout, inputs.ingest, inputs.songs, inputs.labels
     # The default run name depends on the model and the ingest version only, so rerunning

@@ -111,6 +111,10 @@ class FaultyS3Proxy:
         self.upstream = urllib.parse.urlsplit(upstream)
         self.slow_down_every, self.drop_every = slow_down_every, drop_every
         self.denied_buckets: set[str] = set()
+        # (method, path part): once a request like it has been forwarded, the store is down and
+        # every later request is dropped, as when the server dies mid-run.
+        self.down_after: tuple[str, str] | None = None
+        self.down = False
         self.requests = self.slowed = self.dropped = self.denied = 0
         self._lock = threading.Lock()
         proxy = self
@@ -123,7 +127,7 @@ class FaultyS3Proxy:
 
             def _handle(self) -> None:
                 body = self._read_body()
-                fault = proxy._fault_for(self.path)
+                fault = proxy._fault_for(self.path, self.command)
                 if fault == "drop":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -186,10 +190,15 @@ class FaultyS3Proxy:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
-    def _fault_for(self, path: str) -> str | None:
+    def _fault_for(self, path: str, method: str = "GET") -> str | None:
         bucket = urllib.parse.urlsplit(path).path.lstrip("/").split("/", 1)[0]
         with self._lock:
             self.requests += 1
+            if self.down:
+                self.dropped += 1
+                return "drop"
+            if self.down_after and method == self.down_after[0] and self.down_after[1] in path:
+                self.down = True  # this one goes through; nothing after it does
             if bucket in self.denied_buckets:
                 self.denied += 1
                 return "deny"
