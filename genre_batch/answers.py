@@ -22,7 +22,7 @@ from genre_batch import schemas
 from genre_batch.artifacts import IndexVersion, IngestVersion, load_ingest_version, published_index
 from genre_batch.config import ensure_same_features
 from genre_batch.decode import stream_audio
-from genre_batch.errors import GenreBatchError
+from genre_batch.errors import DamagedFileError, GenreBatchError
 from genre_batch.evaluation import split_metrics
 from genre_batch.features import MelStream, tiles_of_stream
 from genre_batch.index import SongIndex, UnknownSongError, centre_vectors, cosine_spread, recall_at_k
@@ -30,7 +30,15 @@ from genre_batch.playlist import Playlist, make_playlist, resolve_history
 from genre_batch.decision import SongDecision, rule_scores
 from genre_batch.pooling import UNKNOWN, VOTE_FLOOR, GenreDecision, decide_genre, pool_song, tile_votes
 from genre_batch.ingest import DEFAULT_MAX_DURATION_S, IN_MEMORY_BYTES, FileSource, content_hash_of_source, opener_of
-from genre_batch.storage import download_file, filesystem, is_local, normalise_uri, read_bytes, storage_errors
+from genre_batch.storage import (
+    FileSum,
+    download_file,
+    filesystem,
+    is_local,
+    normalise_uri,
+    read_bytes,
+    storage_errors,
+)
 from genre_batch.tables import read_frame, read_table
 
 if TYPE_CHECKING:
@@ -69,15 +77,22 @@ def cache_dir() -> str:
     return os.environ.get("GENRE_BATCH_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "genre-batch"))
 
 
-def local_copy(uri: str) -> str:
-    """A local path to memory-map. Versions are immutable, so a cached copy never goes stale."""
+def local_copy(uri: str, expected: FileSum | None = None) -> str:
+    """A local path to memory-map. Versions are immutable, so a cached copy never goes stale;
+    a download is checked against ``expected`` (size and SHA-256) before it is kept, a local
+    file by its size (``load_index_version`` did) and a cached copy by its size."""
     if is_local(uri):
         return normalise_uri(uri)
     key = hashlib.sha256(normalise_uri(uri).encode()).hexdigest()[:16]
     local = os.path.join(cache_dir(), key, os.path.basename(uri))
+    if os.path.exists(local) and expected is not None and os.path.getsize(local) != expected.size:
+        os.unlink(local)  # a cached copy cut short (a full disk): fetch it again
     if not os.path.exists(local):
         tmp = f"{local}.part-{os.getpid()}"
         download_file(uri, tmp)
+        if expected is not None and FileSum.of_local(tmp) != expected:
+            os.unlink(tmp)
+            raise DamagedFileError(f"{uri} is damaged: its bytes do not match the size and SHA-256 its manifest lists")
         os.replace(tmp, local)
     return local
 
@@ -158,11 +173,8 @@ class PublishedIndex:
 
     @cached_property
     def index(self) -> SongIndex:
-        return SongIndex.load(
-            local_copy(self.version.annoy_uri),
-            self.predictions["song_id"].tolist(),
-            self.version.manifest.embedding_dim,
-        )
+        return SongIndex.load(local_copy(self.version.annoy_uri, self.version.checksum("songs.ann")),
+                              self.predictions["song_id"].tolist(), self.version.manifest.embedding_dim)
 
     @cached_property
     def model(self) -> TileClassifier:

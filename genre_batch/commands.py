@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 from genre_batch.entry import fraction, positive_int
@@ -302,8 +303,27 @@ def _baseline(args: argparse.Namespace) -> None:
           f"ingest {inputs.ingest.version}: {report.summary()}")
 
 
+def _verify_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="storage root whose published versions to check")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a summary")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from genre_batch.verify import verify_root
+
+    report = verify_root(args.root)
+    _emit(report.to_dict(), args.json, report.summary())
+    if report.problems:
+        print(f"error: {len(report.problems)} damaged or missing files under {args.root}: "
+              + ", ".join(check.uri for check in report.problems[:5]), file=sys.stderr)
+        return 1
+    return 0
+
+
 COMMANDS.update(
     {
+        "verify": ("check every file of the published versions against their manifests' sizes and SHA-256",
+                   _verify_args, _verify),
         "evaluate": ("metrics of the published model and index", _evaluate_args, _evaluate),
         "baseline": ("the yardstick: MFCC statistics + logistic regression on the published tiles' labelled songs",
                      _baseline_args, _baseline),

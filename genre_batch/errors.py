@@ -34,6 +34,11 @@ class StorageError(GenreBatchError):
     """A storage URI could not be read or written."""
 
 
+class DamagedFileError(StorageError):
+    """A published file is not what its version's manifest says (size, checksum) or not
+    readable as what it should be (truncated Parquet, JSON, Annoy); the message names it."""
+
+
 class NotPublishedError(GenreBatchError):
     """An output that a step needs (tiles, model, index) has not been published yet."""
 

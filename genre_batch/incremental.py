@@ -19,7 +19,8 @@ from genre_batch.catalogue import CatalogueFile
 from genre_batch.ingest import rewrite_shard_without
 from genre_batch.layout import RootLayout
 from genre_batch.nulls import null_if_nan
-from genre_batch.storage import join, sha256_of
+from genre_batch.storage import FileSum, join, sha256_of
+from genre_batch.tiles import TILES_SUM
 
 
 @dataclass
@@ -110,12 +111,19 @@ def carry_over_songs(layout: RootLayout, songs: pd.DataFrame, diff: CatalogueDif
         kept[column] = [getattr(diff.touched[sid], column) if sid in diff.touched else value
                         for sid, value in zip(kept["song_id"], kept[column])]
     dirty = set(songs.loc[songs["song_id"].isin(dropped), "tiles_file"])
+    sums: dict[str, FileSum] = {}
     for shard in sorted(dirty & set(kept["tiles_file"])):
-        new_file, _ = rewrite_shard_without(
+        new_file, written = rewrite_shard_without(
             join(layout.ingest_area, shard), layout.tiles_dir(version), dropped, layout.tiles_prefix(version)
         )
         kept.loc[kept["tiles_file"] == shard, "tiles_file"] = new_file
-    return rows_of(kept)
+        if new_file is not None and written is not None:
+            sums[new_file] = written
+    rows = rows_of(kept)
+    for row in rows:  # the copies' checksums travel to the manifest with their rows
+        if row["tiles_file"] in sums:
+            row[TILES_SUM] = sums[row["tiles_file"]].to_dict()
+    return rows
 
 
 def kept_error_rows(errors: pd.DataFrame, diff: CatalogueDiff) -> list[dict[str, Any]]:

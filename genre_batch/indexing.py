@@ -33,7 +33,7 @@ from genre_batch.layout import RootLayout
 from genre_batch.manifests import IndexManifest
 from genre_batch.nulls import null_if_nan
 from genre_batch.pooling import UNKNOWN, ThresholdChoice, choose_threshold
-from genre_batch.storage import new_version, publish, read_bytes, upload_file, write_bytes
+from genre_batch.storage import FileSum, new_version, publish, read_bytes, upload_file, write_bytes
 from genre_batch.tables import read_frame, write_rows
 
 logger = logging.getLogger(__name__)
@@ -157,15 +157,17 @@ def publish_index_version(
         "threshold": threshold.threshold,
         "version": version,
     }
-    write_rows(rows, schemas.predictions_schema(model.bundle.model_config.embedding_dim),
-               layout.predictions_table(version), metadata)
+    files = IndexManifest.FILES
+    sums = {files["predictions"]: write_rows(rows, schemas.predictions_schema(model.bundle.model_config.embedding_dim),
+                                             layout.predictions_table(version), metadata)}
     vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32)
     mean = catalogue_mean(vectors) if config.centre else None
-    write_annoy(layout.annoy_file(version), [row["song_id"] for row in rows], centre_vectors(vectors, mean),
-                config.n_trees)
+    sums[files["annoy"]] = write_annoy(layout.annoy_file(version), [row["song_id"] for row in rows],
+                                       centre_vectors(vectors, mean), config.n_trees)
     # The version carries the model that made its embeddings: resuming or retraining the run
     # later rewrites models/<run>/model.pt, and `similar --audio` must keep matching the index.
     write_bytes(layout.index_model_file(version), model.data)
+    sums[files["model"]] = FileSum.of(model.data)
     save_plots(layout.index_dir(version), {"embedding_map.png": lambda path: plots.plot_embedding_map(
         vectors, [row["label"] or f"({row['genre']})" for row in rows], path)})
     IndexManifest(
@@ -173,7 +175,7 @@ def publish_index_version(
         ingest_version=ingest.version, labels=tuple(labels), feature_config=ingest.feature_config,
         model_config=model.bundle.model_config, embedding_dim=int(vectors.shape[1]), n_trees=config.n_trees,
         songs=len(rows), threshold=threshold, embedding_mean=None if mean is None else tuple(mean.tolist()),
-        song_decision=decision,
+        song_decision=decision, checksums=sums,
     ).write(layout.index_manifest(version))
     publish(layout.index_area, version)
     return IndexReport(
@@ -186,13 +188,15 @@ def publish_index_version(
     )
 
 
-def write_annoy(uri: str, song_ids: list[str], vectors: np.ndarray, n_trees: int) -> None:
-    """Build the Annoy index of these song vectors (item i = song_ids[i]) and store it at ``uri``."""
+def write_annoy(uri: str, song_ids: list[str], vectors: np.ndarray, n_trees: int) -> FileSum:
+    """Build the Annoy index of these song vectors (item i = song_ids[i]) and store it at
+    ``uri``; returns its size and checksum."""
     index = SongIndex.build(song_ids, vectors, n_trees=n_trees, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, "songs.ann")
         index.save(local)
         upload_file(local, uri)
+        return FileSum.of_local(local)
 
 
 # ---------------------------------------------------------------- what the nightly re-embeds

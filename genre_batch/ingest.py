@@ -33,8 +33,9 @@ from genre_batch.errors import AudioDecodeError, AudioSilentError, AudioTooShort
 from genre_batch.features import MelStream, SongTiles, tiles_of_stream
 from genre_batch.labels import read_tags
 from genre_batch.splits import assign_split, split_key
-from genre_batch.storage import filesystem, is_local, join, store_failure
+from genre_batch.storage import FileSum, filesystem, is_local, join, store_failure
 from genre_batch.tables import read_table, write_table
+from genre_batch.tiles import TILES_SUM
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +245,8 @@ def write_tile_shard(
     """Write the tiles of these songs as one Parquet shard; returns its file name (or None).
 
     Each song row's ``tiles_file`` becomes ``shard_prefix + name``: the caller's prefix makes it
-    relative to the ingest area, so a later version can keep referring to the same shard.
+    relative to the ingest area, so a later version can keep referring to the same shard. Each
+    row also gets the shard's size and checksum (``TILES_SUM``) for the manifest.
     """
     table = tiles_table(outcomes, features)
     if table.num_rows == 0:
@@ -253,11 +255,12 @@ def write_tile_shard(
     uri = join(tiles_dir_uri, name)
     started = time.perf_counter()
     # Tiles are already uint8 images; zstd level 3 shrinks them ~25% at little CPU cost.
-    write_shard(table, uri)
+    written = write_shard(table, uri)
     logger.debug("wrote %s (%d tiles) in %.2fs", name, table.num_rows, time.perf_counter() - started)
     for outcome in outcomes:
         if outcome.song is not None:
             outcome.song["tiles_file"] = f"{shard_prefix}{name}"
+            outcome.song[TILES_SUM] = written.to_dict()
     return name
 
 
@@ -271,23 +274,23 @@ def catalogue_record(file: CatalogueFile) -> dict[str, Any]:
 
 def rewrite_shard_without(
     source_uri: str, tiles_dir_uri: str, drop_song_ids: set[str], shard_prefix: str
-) -> tuple[str | None, int]:
+) -> tuple[str | None, FileSum | None]:
     """Copy a tile shard without the tiles of some songs (removed or replaced ones).
 
-    Returns (the new shard's ``tiles_file`` or None when nothing is left, tiles kept). The
-    old shard is left alone: earlier versions that still reference it stay readable.
+    Returns (the new shard's ``tiles_file`` and its size and checksum, or None twice when
+    nothing is left). The old shard is left alone: earlier versions that still reference it
+    stay readable.
     """
     import pyarrow.compute as pc
 
     table = read_table(source_uri)
     kept = table.filter(pc.invert(pc.is_in(table["song_id"], pa.array(sorted(drop_song_ids), pa.string()))))
     if kept.num_rows == 0:
-        return None, 0
+        return None, None
     name = f"part-{uuid.uuid4().hex[:16]}.parquet"
-    write_shard(kept, join(tiles_dir_uri, name))
-    return f"{shard_prefix}{name}", kept.num_rows
+    return f"{shard_prefix}{name}", write_shard(kept, join(tiles_dir_uri, name))
 
 
-def write_shard(table: pa.Table, uri: str) -> None:
+def write_shard(table: pa.Table, uri: str) -> FileSum:
     """A tile shard: zstd, row groups of 256 tiles (~16 MiB) so readers can stream it."""
-    write_table(table, uri, row_group_size=256)
+    return write_table(table, uri, row_group_size=256)

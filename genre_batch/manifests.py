@@ -22,7 +22,7 @@ from genre_batch.config import FeatureConfig, ModelConfig, SplitConfig, TrainCon
 from genre_batch.decision import SongDecision
 from genre_batch.errors import ConfigMismatchError
 from genre_batch.pooling import ThresholdChoice
-from genre_batch.storage import read_json, write_json
+from genre_batch.storage import FileSum, read_json, write_json
 
 
 class ManifestError(ConfigMismatchError):
@@ -75,6 +75,19 @@ class JsonDocument:
         write_json(uri, self.to_dict())
 
 
+def checksums_to_dict(checksums: Mapping[str, FileSum]) -> dict[str, Any]:
+    return {name: checksums[name].to_dict() for name in sorted(checksums)}
+
+
+def checksums_from_dict(data: Any, where: str) -> dict[str, FileSum] | None:
+    if data is None:
+        return None
+    try:
+        return {str(name): FileSum.from_dict(entry) for name, entry in data.items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ManifestError(f"{where}: its checksums are not {{path: {{bytes, sha256}}}} ({exc!r})") from None
+
+
 def _check_kind(data: Mapping[str, Any], kind: str, where: str) -> None:
     if data.get("kind") != kind:
         raise ManifestError(f"{where} is not an {kind} manifest (kind {data.get('kind')!r})")
@@ -101,6 +114,10 @@ class IngestManifest(JsonDocument):
         "The version a nightly run grew this one from; absent for an ingest."))
     seconds: float | None = field(default=None, metadata=_doc("Wall time of the ingest; absent for a nightly."))
     code_version: str = field(default_factory=code_version, metadata=_doc("genre-batch version that wrote it."))
+    checksums: dict[str, FileSum] | None = field(default=None, metadata=_doc(
+        "Size (`bytes`) and `sha256` of every file in force, by path relative to `ingest/`: the tile "
+        "shards, songs.parquet, errors.parquet (`genre-batch verify` checks them); absent: written before "
+        "checksums, or a shard carried over from such a version."))
 
     SONGS_FILE: ClassVar[str] = "songs.parquet"
     ERRORS_FILE: ClassVar[str] = "errors.parquet"
@@ -122,6 +139,8 @@ class IngestManifest(JsonDocument):
             out["previous"] = self.previous
         if self.seconds is not None:
             out["seconds"] = self.seconds
+        if self.checksums is not None:
+            out["checksums"] = checksums_to_dict(self.checksums)
         return out
 
     @classmethod
@@ -145,6 +164,7 @@ class IngestManifest(JsonDocument):
             previous=data.get("previous"),
             seconds=data.get("seconds"),
             code_version=str(data["code_version"]),
+            checksums=checksums_from_dict(data.get("checksums"), where),
         )
 
 
@@ -177,6 +197,9 @@ class IndexManifest(JsonDocument):
     song_decision: SongDecision | None = field(default=None, metadata=_doc(
         "How songs were decided: rule (mean of tile probabilities, or the tiles' vote), vote floor, "
         "what was asked (mean, vote, auto) and each rule's validation song accuracy; absent: mean."))
+    checksums: dict[str, FileSum] | None = field(default=None, metadata=_doc(
+        "Size (`bytes`) and `sha256` of songs.ann, predictions.parquet and model.pt, by file name; absent: "
+        "written before checksums."))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -201,6 +224,8 @@ class IndexManifest(JsonDocument):
             out["embedding_mean"] = list(self.embedding_mean)
         if self.song_decision is not None:
             out["song_decision"] = self.song_decision.to_dict()
+        if self.checksums is not None:
+            out["checksums"] = checksums_to_dict(self.checksums)
         return out
 
     @classmethod
@@ -226,6 +251,7 @@ class IndexManifest(JsonDocument):
             code_version=str(data["code_version"]),
             embedding_mean=None if data.get("embedding_mean") is None else tuple(float(v) for v in data["embedding_mean"]),
             song_decision=None if data.get("song_decision") is None else SongDecision.from_dict(data["song_decision"]),
+            checksums=checksums_from_dict(data.get("checksums"), where),
         )
 
 

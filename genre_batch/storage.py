@@ -24,7 +24,7 @@ import fsspec
 import pyarrow.fs as pafs
 from fsspec.implementations.local import LocalFileSystem
 
-from genre_batch.errors import GenreBatchError, NotPublishedError, StorageError
+from genre_batch.errors import DamagedFileError, GenreBatchError, NotPublishedError, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +221,57 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 
 def read_json(uri: str) -> Any:
-    return json.loads(read_bytes(uri).decode("utf-8"))
+    data = read_bytes(uri)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DamagedFileError(f"{uri} is damaged: not JSON ({exc}; {len(data)} bytes)") from None
+
+
+@dataclass(frozen=True)
+class FileSum:
+    """A published file's size and SHA-256, as its version's manifest lists them."""
+
+    size: int  # bytes
+    sha256: str
+
+    @classmethod
+    def of(cls, data: bytes) -> "FileSum":
+        return cls(len(data), hashlib.sha256(data).hexdigest())
+
+    @classmethod
+    def of_local(cls, path: str) -> "FileSum":
+        digest, size = hashlib.sha256(), 0
+        with open(path, "rb") as handle:
+            while block := handle.read(8 * 2**20):
+                digest.update(block)
+                size += len(block)
+        return cls(size, digest.hexdigest())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bytes": self.size, "sha256": self.sha256}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "FileSum":
+        return cls(int(data["bytes"]), str(data["sha256"]))
+
+
+def check_size(uri: str, expected: FileSum) -> None:
+    """The cheap check at open: the object's size is the one its manifest lists."""
+    fs, path = filesystem(uri)
+    with storage_errors("look up", uri):
+        size = int(fs.size(path))
+    if size != expected.size:
+        raise DamagedFileError(f"{uri} is damaged: {size} bytes, its manifest lists {expected.size}")
+
+
+def check_sum(uri: str, expected: FileSum) -> None:
+    """The full check: size and SHA-256 (reads the whole object, a block at a time)."""
+    check_size(uri, expected)
+    found = sha256_of(uri)
+    if found != expected.sha256:
+        raise DamagedFileError(f"{uri} is damaged: its SHA-256 is {found[:12]}..., its manifest lists "
+                               f"{expected.sha256[:12]}...")
 
 
 def write_json(uri: str, payload: Any) -> None:
@@ -336,9 +386,25 @@ def new_version() -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
+# Names of versions (new_version): sortable by the time their run began.
+TIMED_VERSION = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
+
+
 def publish(area_uri: str, version: str) -> None:
-    """Point ``<area>/LATEST`` at a version that is already completely written."""
+    """Point ``<area>/LATEST`` at a version that is already completely written.
+
+    Compared before swapped: when ``LATEST`` already names a newer version (one whose run
+    began later, and which published while this run worked), it is left as it is and this
+    is a ``StorageError``: two concurrent runs cannot replace the newer one's version with
+    the older one's. Run names (``models/LATEST``) carry no time and are not compared.
+    """
     check_version_name(version, f"{area_uri}/{LATEST}")
+    current = _current_latest(area_uri)
+    # By the time stamps alone: two versions begun within the same second are not ordered.
+    if (current and TIMED_VERSION.fullmatch(current) and TIMED_VERSION.fullmatch(version)
+            and current[:16] > version[:16]):
+        raise StorageError(f"{area_uri}/{LATEST} already names {current}, newer than {version} (another run "
+                           f"published while this one worked); left as it is, {version} is not published")
     write_bytes(join(area_uri, LATEST), (version + "\n").encode())
     logger.info("published %s/%s", area_uri, version)
 
@@ -353,6 +419,13 @@ def check_version_name(name: str, where: str) -> str:
         raise StorageError(f"{where}: {name[:80]!r} is not a version or run name (letters, digits and . _ + -, "
                            "no '..', at most 200 characters); refused, as it could lead outside the root")
     return name
+
+
+def _current_latest(area_uri: str) -> str | None:
+    try:
+        return read_bytes(join(area_uri, LATEST)).decode("utf-8", errors="replace").strip()
+    except FileNotFoundError:
+        return None
 
 
 def latest_version(area_uri: str, what: str, hint: str = "") -> str:

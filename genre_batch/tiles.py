@@ -14,6 +14,10 @@ from genre_batch.config import FeatureConfig, ensure_same_features
 from genre_batch.errors import ConfigMismatchError
 from genre_batch.storage import pyarrow_filesystem, storage_errors
 
+# A song row's key, not a column: the size and SHA-256 of its tile shard, on their way from
+# the writer (a Ray task, the nightly) to the version's manifest (artifacts.publish_ingest_version).
+TILES_SUM = "tiles_sum"
+
 
 def tiles_from_binary(values: Sequence[bytes] | np.ndarray, config: FeatureConfig) -> np.ndarray:
     """A column of tile blobs -> uint8 [n, n_mels, tile_frames] (one copy, no per-tile arrays)."""

@@ -111,7 +111,7 @@ def update_ingest(layout: RootLayout, previous: IngestVersion, catalogue: str, l
         layout, version, catalogue=catalogue, labels=labels, features=previous.feature_config,
         splits=previous.manifest.split_config, songs=carry_over_songs(layout, songs, diff, version) + new_songs,
         errors=kept_errors + new_errors, extra_counts={f"nightly_{k}": v for k, v in diff.counts().items()},
-        previous=previous.version,
+        previous=previous.version, known_sums=previous.manifest.checksums,
     )
     report.published.append("ingest")
     report.tiles_written = int(sum(song["n_tiles"] for song in new_songs))

@@ -380,3 +380,59 @@ def test_one_stage_execution_turns_off_the_reservation_for_its_datasets_only(ray
     assert inside.take_all() == [{"x": 1}]
     assert after.context.op_resource_reservation_enabled is True
     assert DataContext.get_current().op_resource_reservation_enabled is True
+
+
+# ---------------------------------------------------------------- published files prove they are whole
+def damaged_copy(demo, tmp_path, relative: str | None) -> tuple[str, str]:
+    """A copy of the demo root with one file (path relative to the root; None: the index's
+    first tile shard) cut to half its size; returns (root, that file's path)."""
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(demo["root"], root, ignore=shutil.ignore_patterns("catalogue"))
+    layout = RootLayout(str(root))
+    if relative is None:
+        relative = "ingest/" + read_json(layout.ingest_manifest(demo["version"]))["files"]["tiles"][0]
+    path = root / relative.format(index=latest_version(layout.index_area, "index"), ingest=demo["version"])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return str(root), str(path)
+
+
+def test_every_published_file_is_listed_with_its_size_and_checksum_and_verify_passes(demo, capsys):
+    import hashlib
+
+    layout = demo["layout"]
+    manifest = demo["manifest"]
+    listed = manifest["checksums"]
+    assert set(listed) == set(manifest["files"]["tiles"]) | {f"{demo['version']}/songs.parquet",
+                                                               f"{demo['version']}/errors.parquet"}
+    for name, entry in listed.items():
+        data = open(os.path.join(layout.ingest_area, name), "rb").read()
+        assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    index_version = latest_version(layout.index_area, "index")
+    index_sums = read_json(layout.index_manifest(index_version))["checksums"]
+    assert set(index_sums) == {"songs.ann", "predictions.parquet", "model.pt"}
+    out = run_cli(capsys, "verify", "--root", demo["root"])
+    assert "0 damaged, 0 missing, 0 unverified" in out
+
+
+@pytest.mark.parametrize("relative, command", [
+    ("index/{index}/songs.ann", ["similar", "--song", "SONG"]),
+    ("index/{index}/predictions.parquet", ["similar", "--song", "SONG"]),
+    ("index/{index}/manifest.json", ["similar", "--song", "SONG"]),
+    ("ingest/{ingest}/songs.parquet", ["baseline"]),
+    (None, ["baseline"]),  # a tile shard
+])
+def test_a_damaged_file_is_one_line_naming_it_and_verify_fails(demo, tmp_path, capsys, relative, command):
+    root, damaged = damaged_copy(demo, tmp_path, relative)
+    song = pd.read_parquet(demo["layout"].songs_table(demo["version"]))["song_id"].iloc[0]
+    capsys.readouterr()
+    assert main([part.replace("SONG", song) for part in command] + ["--root", root]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and damaged in lines[0] and "damaged" in lines[0], err
+    assert "Traceback" not in err
+    assert main(["verify", "--root", root]) == 1
+    captured = capsys.readouterr()
+    assert damaged in captured.out and "damaged" in captured.out

@@ -357,3 +357,26 @@ def test_read_text_takes_utf8_with_or_without_bom_and_names_another_encoding(tmp
         read_text(str(tmp_path / "latin1.csv"), "labels CSV")
     with pytest.raises(FileNotFoundError):
         read_text(str(tmp_path / "missing.csv"), "labels CSV")
+
+
+def test_publishing_never_replaces_a_newer_version_with_an_older_one(tmp_path: Path) -> None:
+    area = str(tmp_path / "index")
+    older, newer = "20261201T100000Z-aaaaaa", "20261201T100500Z-bbbbbb"
+    publish(area, newer)  # the run that began later finished first
+    with pytest.raises(StorageError, match=f"already names {newer}, newer than {older}"):
+        publish(area, older)
+    assert latest_version(area, "index") == newer
+    publish(area, "20261201T100500Z-cccccc")  # begun within the same second: not ordered, published
+    models = str(tmp_path / "models")
+    publish(models, "rnn-x"), publish(models, "cnn-x")  # run names carry no time
+    assert latest_version(models, "model") == "cnn-x"
+
+
+@pytest.mark.parametrize("name", ["../planted", "a/b", "", ".hidden", "x" * 201, "v 1"])
+def test_latest_may_only_name_a_version(tmp_path: Path, name: str) -> None:
+    with pytest.raises(StorageError, match="not a version or run name"):
+        publish(str(tmp_path / "ingest"), name)
+    (tmp_path / "ingest").mkdir(exist_ok=True)
+    (tmp_path / "ingest" / LATEST).write_text(name + "\n")
+    with pytest.raises(StorageError, match="not a version or run name"):
+        latest_version(str(tmp_path / "ingest"), "ingest")
