@@ -14,6 +14,9 @@ grown catalogue, paying only for what is new.
 4. Embed new and changed songs with the published model (every song when the model changed
    since the last index), reuse the stored embeddings of the others, rebuild Annoy from the
    whole table (Annoy cannot add items) and publish a new index version.
+On a root with nothing published (the first night of a schedule) it runs the whole chain:
+every file is ingested, a first model is trained when there are labels, and songs are indexed.
+
 5. Keep the newest --keep versions of ingest and index (and whatever they reference); write a
    run report: runs/<run_id>.json and a row in the runs table (runs/*.parquet).
 
@@ -36,9 +39,9 @@ import pandas as pd
 
 from genre_batch.artifacts import IngestVersion, publish_ingest_version, published_index, published_ingest, published_model_run
 from genre_batch.catalogue import CatalogueFile, list_catalogue
-from genre_batch.config import IndexConfig, IngestConfig, TrainConfig
+from genre_batch.config import FeatureConfig, IndexConfig, IngestConfig, SplitConfig, TrainConfig
 from genre_batch.entry import add_device_flags, positive_int
-from genre_batch.errors import NotPublishedError
+from genre_batch.errors import GenreBatchError, NotPublishedError
 from genre_batch.evaluation import replaces_current
 from genre_batch.incremental import carry_over_songs, content_hash_of, diff_catalogue, kept_error_rows
 from genre_batch.indexing import IndexDelta, ModelInUse, index_delta, pooled_from_predictions, publish_index_version
@@ -118,6 +121,45 @@ def update_ingest(layout: RootLayout, previous: IngestVersion, catalogue: str, l
     report.counts = {**diff.counts(), "failed": len(new_errors) + len(kept_errors)}
     clock.lap("publish_ingest")
     return ingest
+
+
+def bootstrap_ingest(layout: RootLayout, catalogue: str, labels: str, config: IngestConfig, cluster: Cluster,
+                     report: NightlyReport, clock: Stopwatch) -> IngestVersion:
+    """Steps 1-2 on a root with nothing published: every file is new (the ingest job's stage,
+    default features and split)."""
+    from pipelines.ingest import ingest_stage
+
+    files = list_catalogue(catalogue, labels)
+    if not files:
+        raise GenreBatchError(f"no audio files found under {catalogue}")
+    logger.info("nothing published under %s yet: ingesting all %d files of %s", layout.root, len(files), catalogue)
+    version = new_version()
+    cluster.start()
+    features, splits = FeatureConfig(), SplitConfig()
+    songs, errors = ingest_stage(files, layout, version, features, splits, labels == "tags", config)
+    clock.lap("ingest")
+    report.counts = {"new": len(files), "changed": 0, "removed": 0, "failed": len(errors), "unchanged": 0}
+    report.tiles_written = int(sum(song["n_tiles"] for song in songs))
+    ingest = publish_ingest_version(layout, version, catalogue=catalogue, labels=labels, features=features,
+                                    splits=splits, songs=songs, errors=errors, extra_counts={"files": len(files)},
+                                    require_songs=True)
+    report.published.append("ingest")
+    return ingest
+
+
+def first_model_wanted(layout: RootLayout, songs: pd.DataFrame) -> bool:
+    """No model published yet: train one when the songs can teach one (two genres or more among
+    the labelled training songs), else say why the songs stay unindexed."""
+    try:
+        published_model_run(layout.root)
+        return False
+    except NotPublishedError:
+        pass
+    trainable = songs[(songs["split"] == "train") & songs["label"].notna()]["label"].nunique() >= 2
+    if not trainable:
+        logger.warning("no model published and fewer than two labelled genres among the training songs: songs are "
+                       "ingested but not indexed (label some songs, or run `genre-batch train` once there are labels)")
+    return bool(trainable)
 
 
 def retrain_if_better(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, report: NightlyReport,
@@ -213,13 +255,19 @@ def run_nightly(
     layout = RootLayout(root)
     report = NightlyReport.start(catalogue)
     check_writable(root)
-    previous = published_ingest(root)  # the first ingest of a catalogue is `genre-batch ingest`
-    previous.check_tiles()
     cluster = Cluster(address, use_gpu)
-    ingest = update_ingest(layout, previous, catalogue, labels or previous.manifest.labels, retry_failed,
-                           ingest_config, cluster, report, clock)
+    try:
+        previous: IngestVersion | None = published_ingest(root)
+    except NotPublishedError:
+        previous = None  # the first night of a new root: the whole chain
+    if previous is None:
+        ingest = bootstrap_ingest(layout, catalogue, labels or "folder", ingest_config, cluster, report, clock)
+    else:
+        previous.check_tiles()
+        ingest = update_ingest(layout, previous, catalogue, labels or previous.manifest.labels, retry_failed,
+                               ingest_config, cluster, report, clock)
     songs = read_frame(ingest.songs_uri)  # the songs in force, read once for both steps
-    if retrain:
+    if retrain or first_model_wanted(layout, songs):
         retrain_if_better(layout, ingest, songs, report, train_config or TrainConfig(), cluster)
         clock.lap("train")
     update_index(layout, ingest, songs, report, index_config, local_max_tiles, cluster, clock)
@@ -233,7 +281,8 @@ def run_nightly(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalogue", required=True, help="URI of the audio files (dir, file://, s3://)")
-    parser.add_argument("--root", required=True, help="storage root with a published ingest")
+    parser.add_argument("--root", required=True,
+                        help="storage root (empty on the first night: then the whole chain runs)")
     parser.add_argument("--labels", default=None,
                         help="label source (default: the one the published ingest used)")
     parser.add_argument("--retry-failed", action="store_true", help="decode earlier failures again even if unchanged")

@@ -14,7 +14,7 @@ from genre_batch.answers import PublishedIndex
 from genre_batch.artifacts import published_ingest
 from genre_batch.cli import main
 from genre_batch.commands import write_demo_catalogue
-from genre_batch.config import IngestConfig
+from genre_batch.config import IngestConfig, TrainConfig
 from genre_batch.layout import RootLayout
 from genre_batch.storage import latest_version, read_json
 from genre_batch.synth import plan_catalogue, render_song
@@ -286,3 +286,26 @@ def test_run_reports_and_runs_table(grown, capsys):
 
     versions = [n for n in list_prefix(layout.index_area) if n[:1].isdigit()]
     assert len(versions) <= 3 and latest_version(layout.index_area, "index") in versions
+
+
+def test_the_first_night_of_a_new_root_runs_the_whole_chain(ray_local, tmp_path):
+    """A schedule set up on an empty root works from its first night: ingest, a first model (there
+    are labels), the index; the second night is incremental and finds nothing to do."""
+    catalogue, root = tmp_path / "catalogue", str(tmp_path / "root")
+    write_demo_catalogue(catalogue, n_songs=12, seed=4, min_duration_s=8.0, max_duration_s=9.0)
+    first = run_nightly(str(catalogue), root, train_config=dataclasses.replace(TrainConfig(), epochs=1))
+    assert first.published == ["ingest", "model", "index"], first.summary()
+    assert first.counts["new"] == len(list(catalogue.rglob("*.mp3"))) and first.model_run and first.index_version
+    assert latest_version(RootLayout(root).models_area, "model") == first.model_run
+    again = run_nightly(str(catalogue), root)
+    assert again.published == [] and again.counts["new"] == 0
+    assert pointers(root) == (first.ingest_version, first.index_version)
+
+
+def test_the_first_night_without_labels_ingests_and_says_why_it_stops(ray_local, tmp_path, caplog):
+    catalogue, root = tmp_path / "catalogue", str(tmp_path / "root")
+    write_demo_catalogue(catalogue, n_songs=4, seed=5, min_duration_s=8.0, max_duration_s=9.0)
+    report = run_nightly(str(catalogue), root, labels="none")
+    assert report.published == ["ingest"] and report.index_version is None
+    assert "fewer than two labelled genres" in caplog.text
+    assert published_ingest(root).manifest.labels == "none"
