@@ -12,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 from genre_batch.entry import fraction, positive_int
+from genre_batch.errors import ConfigError
 from genre_batch.metrics import format_metric
 
 if TYPE_CHECKING:
@@ -320,8 +321,30 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gc_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="storage root to clean")
+    parser.add_argument("--grace", type=float, default=24.0, metavar="HOURS",
+                        help="leave versions begun less than this long ago (a job may still be writing them)")
+    parser.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+
+
+def _gc(args: argparse.Namespace) -> None:
+    import datetime as dt
+
+    from genre_batch.layout import RootLayout
+    from genre_batch.retention import collect_garbage
+
+    if args.grace < 0:
+        raise ConfigError(f"--grace must be at least 0 hours, got {args.grace}")
+    removed = collect_garbage(RootLayout(args.root), dt.timedelta(hours=args.grace), dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print("\n".join([f"{verb} {uri}" for uri in removed]
+                    + [f"gc: {verb} {len(removed)} unpublished versions of dead runs under {args.root}"]))
+
+
 COMMANDS.update(
     {
+        "gc": ("remove the unpublished versions that dead runs left (never a published or used one)", _gc_args, _gc),
         "verify": ("check every file of the published versions against their manifests' sizes and SHA-256",
                    _verify_args, _verify),
         "evaluate": ("metrics of the published model and index", _evaluate_args, _evaluate),

@@ -17,7 +17,8 @@ grown catalogue, paying only for what is new.
 On a root with nothing published (the first night of a schedule) it runs the whole chain:
 every file is ingested, a first model is trained when there are labels, and songs are indexed.
 
-5. Keep the newest --keep versions of ingest and index (and whatever they reference); write a
+5. Keep the newest --keep versions of ingest and index (and whatever they reference), remove
+   the unpublished versions that dead runs left more than a day ago (as `genre-batch gc`); write a
    run report: runs/<run_id>.json and a row in the runs table (runs/*.parquet).
 
 A second run with no catalogue change decodes nothing and publishes nothing: LATEST pointers
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
@@ -47,7 +49,7 @@ from genre_batch.incremental import carry_over_songs, content_hash_of, diff_cata
 from genre_batch.indexing import IndexDelta, ModelInUse, index_delta, pooled_from_predictions, publish_index_version
 from genre_batch.ingest import ingest_group
 from genre_batch.layout import RootLayout
-from genre_batch.retention import prune
+from genre_batch.retention import collect_garbage, prune
 from genre_batch.runs import NightlyReport, Stopwatch, write_report
 from genre_batch.storage import check_writable, new_version, publish
 from genre_batch.tables import read_frame
@@ -56,6 +58,8 @@ from pipelines.inference import LOCAL_MAX_TILES
 
 logger = logging.getLogger(__name__)
 
+# Unpublished versions of dead runs older than this go (a run still writing is younger).
+GC_GRACE = dt.timedelta(hours=24)
 RETRAIN_RULE = "published if its validation song accuracy >= the current model's, both scored on this ingest's validation songs"
 
 
@@ -272,7 +276,7 @@ def run_nightly(
         clock.lap("train")
     update_index(layout, ingest, songs, report, index_config, local_max_tiles, cluster, clock)
     report.ingest_version = ingest.version
-    report.pruned = prune(layout, keep)
+    report.pruned = prune(layout, keep) + collect_garbage(layout, GC_GRACE)
     clock.lap("retention")
     report.seconds = {**clock.seconds, "total": clock.total()}
     write_report(layout, report)
