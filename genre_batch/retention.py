@@ -105,7 +105,8 @@ def collect_garbage(layout: RootLayout, grace: dt.timedelta, dry_run: bool = Fal
     that a published or finished one reads stays. Returns their URIs."""
     now = now or dt.datetime.now(dt.timezone.utc)
     index_garbage = unpublished_versions(layout.index_area, layout.index_manifest, (), grace, now)
-    needed = {live_version(layout.ingest_area)} - {None}
+    live_ingest = live_version(layout.ingest_area)
+    needed = {live_ingest} if live_ingest else set()
     for name in set(version_names(layout.index_area)) - set(index_garbage):
         try:
             needed.add(IndexManifest.read(layout.index_manifest(name)).ingest_version)
