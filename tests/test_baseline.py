@@ -113,14 +113,11 @@ def test_the_baseline_command_tells_the_genres_apart(root, capsys):
 def test_the_baseline_refuses_tiles_made_differently(root, capsys, tmp_path):
     import shutil
 
-    import pyarrow.parquet as pq
-
-    from genre_batch import schemas
+    from tests.test_tile_shard_checks import restamp
 
     copy = str(tmp_path / "root")
     shutil.copytree(root, copy)
     shard = published_ingest(copy).tile_uris[0]
-    table = pq.read_table(shard)
-    pq.write_table(table.cast(schemas.with_metadata(schemas.TILES, {"feature_config": FeatureConfig(top_db=60.0).to_dict()})), shard)
+    restamp(shard, FeatureConfig(top_db=60.0))
     assert main(["baseline", "--root", copy]) == 1
     assert "was featurised differently: top_db: expected 80.0, found 60.0" in capsys.readouterr().err

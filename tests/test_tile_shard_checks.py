@@ -44,10 +44,22 @@ def small_root(tmp_path: Path) -> tuple[str, str]:
 
 
 def restamp(shard: str, features: FeatureConfig | None) -> None:
-    """Rewrite a shard's footer with another feature config (or none); the tiles stay."""
+    """Rewrite a shard's footer with another feature config (or none); the tiles stay. The
+    manifest's checksum follows, as from a writer that made a whole shard the wrong way: the
+    config check, not the size check, is what must catch it."""
+    import json
+    from pathlib import Path
+
+    from genre_batch.storage import FileSum
+
     table = pq.read_table(shard)
     metadata = {} if features is None else {"feature_config": features.to_dict()}
     pq.write_table(table.cast(schemas.with_metadata(schemas.TILES, metadata)), shard)
+    ingest_area = Path(shard).parents[2]
+    manifest_path = ingest_area / (ingest_area / "LATEST").read_text().strip() / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["checksums"][str(Path(shard).relative_to(ingest_area))] = FileSum.of_local(shard).to_dict()
+    manifest_path.write_text(json.dumps(manifest))
 
 
 @pytest.fixture
@@ -84,7 +96,7 @@ def test_the_check_names_the_shard_and_every_differing_field(tmp_path):
     check_tile_shards(ingest.tile_uris, ingest.feature_config)  # as written: passes
     restamp(ingest.tile_uris[-1], dataclasses.replace(OTHER, top_db=60.0))
     with pytest.raises(ConfigMismatchError, match="n_mels: expected 256, found 128; top_db: expected 80.0, found 60.0"):
-        ingest.check_tiles()
+        published_ingest(root).check_tiles()
 
 
 def test_a_shard_without_a_feature_config_is_refused(tmp_path):
@@ -92,4 +104,4 @@ def test_a_shard_without_a_feature_config_is_refused(tmp_path):
     ingest = published_ingest(root)
     restamp(ingest.tile_uris[0], None)
     with pytest.raises(ConfigMismatchError, match="carries no feature config"):
-        ingest.check_tiles()
+        published_ingest(root).check_tiles()
