@@ -129,15 +129,25 @@ def _open_pyav(handle: IO[bytes]) -> _Source:
         # to planar float gives [channels, n] arrays whatever the codec.
         to_float = av.AudioResampler(format="fltp")
         pending: list[np.ndarray] = []
-        held = 0
-        for frame in container.decode(stream):
-            for out in to_float.resample(frame):
-                pending.append(out.to_ndarray())
-                held += pending[-1].shape[1]
+        held = skipped = 0
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                # A damaged stretch (a bad sector, a cut download): skip its packets and go on
+                # from the next good one, as FFmpeg's own tools do.
+                skipped += 1
+                continue
+            for frame in frames:
+                for out in to_float.resample(frame):
+                    pending.append(out.to_ndarray())
+                    held += pending[-1].shape[1]
             if held >= rate * BLOCK_SECONDS:
                 yield np.concatenate(pending, axis=1).T.astype(np.float32, copy=False)
                 pending, held = [], 0
         pending += [out.to_ndarray() for out in to_float.resample(None)]
+        if skipped:
+            logger.warning("%d damaged packets skipped", skipped)
         if pending:
             yield np.concatenate(pending, axis=1).T.astype(np.float32, copy=False)
 

@@ -12,6 +12,7 @@ calls ``ingest_group`` in its own process for a handful of new files.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
@@ -152,6 +153,11 @@ def _explain_missing(path: str, fs: Any) -> None:
         raise FileNotFoundError(f"broken link: {path} points to {os.readlink(path)}, which does not exist") from None
 
 
+def _explain_loop(path: str, exc: OSError) -> None:
+    if exc.errno == errno.ELOOP:
+        raise OSError(exc.errno, f"a loop of symbolic links: {path} leads back to itself") from None
+
+
 def read_catalogue_file(file: CatalogueFile) -> FileSource:
     """A catalogue file: its bytes when it is small (``IN_MEMORY_BYTES``), else an opener that
     streams it. A read failure is the file's (an error row), not a ``StorageError`` that would
@@ -170,6 +176,9 @@ def read_catalogue_file(file: CatalogueFile) -> FileSource:
             return handle.read()
     except FileNotFoundError:
         _explain_missing(path, fs)
+        raise
+    except OSError as exc:
+        _explain_loop(path, exc)
         raise
 
 

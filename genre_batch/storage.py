@@ -345,7 +345,8 @@ def _find_following_links(fs: Any, path: str, walked: set[str]) -> dict[str, dic
     files where they live). A link to a file counts as that file (the target's size and
     mtime, so the nightly sees the target change); a link to a folder is walked under the
     link's name, once per real folder (a link back up the tree is not a loop); a broken
-    link is kept as an empty file, so that ingest records it as unreadable with its reason.
+    link, or a loop of links, is kept as an empty file, so that ingest records it as
+    unreadable with its reason.
     Only local file systems have links: on object stores this is ``fs.find``.
     """
     found: dict[str, dict[str, Any]] = {}
@@ -355,7 +356,7 @@ def _find_following_links(fs: Any, path: str, walked: set[str]) -> dict[str, dic
             continue
         try:
             target = fs.info(file_path)  # follows the link
-        except FileNotFoundError:
+        except OSError:  # broken, or a loop of links (ELOOP): ingest records why it cannot read it
             found[file_path] = {**info, "type": "file", "size": 0}
             continue
         if target.get("type") == "file":
