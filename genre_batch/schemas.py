@@ -70,7 +70,7 @@ ERRORS = pa.schema(
         _field("mtime", pa.string(), "Modification time seen when listed (ISO 8601, UTC).", False),
         _field("etag", pa.string(), "Object store ETag seen when listed; null on local disks."),
         _field("content_hash", pa.string(), "SHA-256 of the bytes, when they could be read."),
-        _field("stage", pa.string(), "Where it failed: read, decode or featurise.", False),
+        _field("stage", pa.string(), "Where it failed: read, decode, featurise, or worker (its Ray task died every retry, e.g. killed for memory).", False),
         _field("error_type", pa.string(), "Exception class name.", False),
         _field("message", pa.string(), "What went wrong.", False),
     ]

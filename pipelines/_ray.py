@@ -15,6 +15,10 @@ from genre_batch.errors import GenreBatchError
 
 logger = logging.getLogger(__name__)
 
+# Retries of a task that died (killed for memory, a lost node) before its work is given up.
+OOM_RETRIES = 2
+TASK_RETRIES = 2
+
 # The address this process joined (--address or RAY_ADDRESS, set by ensure_ray); None: a
 # private local Ray.
 _joined_address: str | None = None
@@ -32,6 +36,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         _joined_address = _joined_address or address
         return
     _joined_address = address
+    # A task the memory monitor kills is retried this many times, then fails (Ray's default:
+    # without end). Read by this driver's core worker, so it holds on a cluster too.
+    os.environ.setdefault("RAY_task_oom_retries", str(OOM_RETRIES))
     # librosa compiles numba code on first use; a writable cache shared by the workers
     # means each worker process pays it once per machine, not once per process.
     env_vars = {"NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", "/tmp/genre-batch-numba-cache")}
@@ -126,3 +133,18 @@ def one_stage_execution() -> Iterator[None]:
         yield
     finally:
         context.op_resource_reservation_enabled = previous
+
+
+@contextmanager
+def failed_blocks_allowed() -> Iterator[None]:
+    """Ray Data goes on past blocks whose task failed for good (their rows are missing from
+    the result; the caller finds and handles them), inside this block."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    previous = context.max_errored_blocks
+    context.max_errored_blocks = -1
+    try:
+        yield
+    finally:
+        context.max_errored_blocks = previous

@@ -26,7 +26,7 @@ from genre_batch.catalogue import CatalogueFile, list_catalogue
 from genre_batch.config import FeatureConfig, IngestConfig, SplitConfig
 from genre_batch.entry import positive_int
 from genre_batch.errors import GenreBatchError
-from genre_batch.ingest import catalogue_file_from_record, catalogue_record, ingest_group
+from genre_batch.ingest import catalogue_file_from_record, catalogue_record, error_row, ingest_group
 from genre_batch.layout import RootLayout
 from genre_batch.storage import check_writable, new_version
 
@@ -90,30 +90,65 @@ def ingest_stage(
     ``version``; returns (song rows, error rows)."""
     import ray
 
-    from pipelines._ray import one_stage_execution
+    from pipelines._ray import TASK_RETRIES, failed_blocks_allowed, one_stage_execution
 
     if not files:
         return [], []
     records = [catalogue_record(file) for file in files]
+    fn_kwargs = {
+        "tiles_dir": layout.tiles_dir(version),
+        "shard_prefix": layout.tiles_prefix(version),
+        "features": features.to_dict(),
+        "splits": splits.to_dict(),
+        "labels_from_tags": labels_from_tags,
+        "max_duration_s": config.max_duration_s,
+    }
     # One block per task-sized group of files: with batch_size=None Ray fuses the read of a
     # block with the map, and the number of shards is decided here, not by Ray's heuristics.
-    with one_stage_execution():  # set before the dataset is made: it copies the context
+    with one_stage_execution(), failed_blocks_allowed():  # before the dataset is made: it copies the context
         dataset = ray.data.from_items(records, override_num_blocks=math.ceil(len(records) / config.files_per_task))
         outcomes = dataset.map_batches(
             ingest_batch,  # type: ignore[arg-type]  # Ray's stub does not count fn_kwargs in
             batch_size=None,
             batch_format="pyarrow",
-            fn_kwargs={
-                "tiles_dir": layout.tiles_dir(version),
-                "shard_prefix": layout.tiles_prefix(version),
-                "features": features.to_dict(),
-                "splits": splits.to_dict(),
-                "labels_from_tags": labels_from_tags,
-                "max_duration_s": config.max_duration_s,
-            },
+            fn_kwargs=fn_kwargs,
+            max_retries=TASK_RETRIES,
         ).take_all()
     songs = [json.loads(o["record"]) for o in outcomes if o["kind"] == "song"]
     errors = [json.loads(o["record"]) for o in outcomes if o["kind"] == "error"]
+    done = {row["path"] for row in songs + errors}
+    lost = [file for file in files if file.uri not in done]
+    if lost:
+        more_songs, more_errors = ingest_one_by_one(lost, fn_kwargs)
+        songs, errors = songs + more_songs, errors + more_errors
+    return songs, errors
+
+
+def ingest_one_by_one(files: list[CatalogueFile], fn_kwargs: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The files of tasks that died for good (killed for memory, every retry): each alone in a
+    task of its own, so that one file that cannot be ingested costs only itself. A file whose
+    task dies again becomes an error row (stage ``worker``, Ray's reason); a failure of the
+    store still fails the job."""
+    import ray
+    from ray.exceptions import OutOfMemoryError, RayTaskError, WorkerCrashedError
+
+    from pipelines._ray import TASK_RETRIES
+
+    logger.warning("%d files were in tasks that died; ingesting each alone", len(files))
+    task = ray.remote(max_retries=TASK_RETRIES)(ingest_batch)
+    refs = [task.remote(pa.Table.from_pylist([catalogue_record(file)]), **fn_kwargs) for file in files]
+    songs, errors = [], []
+    for file, ref in zip(files, refs):
+        try:
+            table = ray.get(ref)
+        except (OutOfMemoryError, WorkerCrashedError) as exc:
+            reason = str(exc).strip().splitlines()[0]
+            errors.append(error_row(file, "worker", exc, None) | {"message": f"its task died {1 + TASK_RETRIES} times: {reason}"[:2000]})
+            continue
+        except RayTaskError:
+            raise  # an error of ours (a StorageError): the job's, as from the dataset
+        for kind, record in zip(table["kind"].to_pylist(), table["record"].to_pylist()):
+            (songs if kind == "song" else errors).append(json.loads(record))
     return songs, errors
 
 
