@@ -135,9 +135,10 @@ def ingest_one_by_one(files: list[CatalogueFile], fn_kwargs: dict[str, Any]) -> 
     from pipelines._ray import TASK_RETRIES
 
     logger.warning("%d files were in tasks that died; ingesting each alone", len(files))
-    task = ray.remote(max_retries=TASK_RETRIES)(ingest_batch)
+    task: Any = ray.remote(max_retries=TASK_RETRIES)(ingest_batch)  # type: ignore[arg-type]  # Ray's stub: no kwargs
     refs = [task.remote(pa.Table.from_pylist([catalogue_record(file)]), **fn_kwargs) for file in files]
-    songs, errors = [], []
+    songs: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
     for file, ref in zip(files, refs):
         try:
             table = ray.get(ref)
