@@ -460,7 +460,7 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from genre_batch.config import ModelConfig, SplitConfig, TrainConfig
+    from genre_batch.config import SplitConfig, TrainConfig
     from genre_batch.storage import join, normalise_uri
     from pipelines.index import run_index
     from pipelines.ingest import run_ingest
@@ -475,8 +475,7 @@ def _demo(args: argparse.Namespace) -> None:
     # on every side (synth.curated_split), so the demo can report each genre's accuracy.
     ingest = run_ingest(catalogue, root, labels=summary.labels_csv, splits=SplitConfig(seed=args.seed))
     steps.append(ingest.summary())
-    train = run_train(root, TrainConfig(epochs=args.epochs, num_workers=args.workers, seed=args.seed,
-                                        model=ModelConfig()))
+    train = run_train(root, TrainConfig(epochs=args.epochs, num_workers=args.workers, seed=args.seed))
     steps.append(train.summary())
     index = run_index(root)
     steps.append(index.summary())

@@ -176,6 +176,9 @@ class ModelConfig:
         return out
 
 
+DEFAULT_FAMILY = "crnn"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 12
@@ -204,7 +207,9 @@ class TrainConfig:
     # Normalise the input per mel band with the training tiles' statistics (ModelConfig.input_bands).
     band_norm: bool = False
     shuffle_buffer_tiles: int = 512
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # The default family: crnn, the best on validation on the hard demo catalogue and as good as
+    # cnn on the normal one (benchmarks/RESULTS.md, "Model families ... on the hard demo").
+    model: ModelConfig = field(default_factory=lambda: ModelConfig.for_family(DEFAULT_FAMILY))
     # The best epoch (model.pt) is the one with the best validation *song* accuracy (a song =
     # mean of its tiles' probabilities, as `index` decides), or tile accuracy ("tile").
     select_on: str = "song"

@@ -177,7 +177,7 @@ def retrain_if_better(layout: RootLayout, ingest: IngestVersion, songs: pd.DataF
         current_run: str | None = published_model_run(layout.root)
     except NotPublishedError:
         current_run = None
-    # A name of its own: reusing "cnn-<ingest version>" would resume the current model's run.
+    # A name of its own: reusing "<family>-<ingest version>" would resume the current model's run.
     candidate_run = f"{config.model.name}-{ingest.version}-nightly-{report.run_id}"
     candidate = train_and_evaluate(layout, ingest, songs, label_vocabulary(songs), candidate_run, config)
     # Scored again on today's validation songs: the number stored with the current model was

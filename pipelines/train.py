@@ -354,8 +354,9 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
                             help="frames per inference window (with --windows; match --crop-frames when set)")
 
 
-def recipe_from_args(args: argparse.Namespace, model: ModelConfig = ModelConfig()) -> TrainConfig:
-    model = dataclasses.replace(model, dropout=args.dropout, eval_windows=args.windows,
+def recipe_from_args(args: argparse.Namespace, model: ModelConfig | None = None) -> TrainConfig:
+    """The recipe the flags say, for ``model`` (default: the default family)."""
+    model = dataclasses.replace(model or TrainConfig().model, dropout=args.dropout, eval_windows=args.windows,
                                 eval_window_frames=args.window_frames)
     return TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,

@@ -256,7 +256,7 @@ def test_retrain_publishes_a_better_model_and_re_embeds_every_song(grown):
 
     report = run_nightly(str(grown["catalogue"]), root, retrain=True,
                          train_config=TrainConfig(epochs=1, batch_size=16, seed=5))
-    candidate = f"cnn-{report.ingest_version}-nightly-{report.run_id}"
+    candidate = f"{TrainConfig().model.name}-{report.ingest_version}-nightly-{report.run_id}"
     assert report.retrain.startswith(f"published {candidate}") and "current constant 0.000" in report.retrain
     assert "both scored on this ingest's validation songs" in report.retrain  # the rule, printed
     assert report.model_run == candidate and latest_version(layout.models_area, "model") == candidate
