@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,7 +106,11 @@ def ingest_stage(
     }
     # One block per task-sized group of files: with batch_size=None Ray fuses the read of a
     # block with the map, and the number of shards is decided here, not by Ray's heuristics.
-    with one_stage_execution(), failed_blocks_allowed():  # before the dataset is made: it copies the context
+    with one_stage_execution(), failed_blocks_allowed(), warnings.catch_warnings():  # before the dataset: it copies the context
+        # Ray 2.60 takes a task's max_retries only through ray_remote_args, which it calls
+        # deprecated (to go in 2.64) with no named replacement yet; without it a worker that
+        # crashes on a file is retried without end.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         dataset = ray.data.from_items(records, override_num_blocks=math.ceil(len(records) / config.files_per_task))
         outcomes = dataset.map_batches(
             ingest_batch,  # type: ignore[arg-type]  # Ray's stub does not count fn_kwargs in

@@ -421,7 +421,10 @@ def test_every_published_file_is_listed_with_its_size_and_checksum_and_verify_pa
     ("index/{index}/songs.ann", ["similar", "--song", "SONG"]),
     ("index/{index}/predictions.parquet", ["similar", "--song", "SONG"]),
     ("index/{index}/manifest.json", ["similar", "--song", "SONG"]),
+    ("index/{index}/model.pt", ["similar", "--song", "SONG"]),
     ("ingest/{ingest}/songs.parquet", ["baseline"]),
+    ("ingest/{ingest}/errors.parquet", ["baseline"]),
+    ("ingest/{ingest}/manifest.json", ["baseline"]),
     (None, ["baseline"]),  # a tile shard
 ])
 def test_a_damaged_file_is_one_line_naming_it_and_verify_fails(demo, tmp_path, capsys, relative, command):

@@ -111,3 +111,30 @@ def test_a_tampered_latest_is_refused(tmp_path, capfd, pointer):
     (root / "index" / "LATEST").write_text(pointer + "\n")
     assert main(["similar", "--root", str(root), "--song", "x"]) == 1
     assert_one_line(capfd.readouterr().err, "LATEST", "not a version or run name")
+
+
+def test_two_runs_publishing_at_once_cannot_put_back_the_older_version(healthy):
+    """Both runs write LATEST on the real store; whichever order they finish in, LATEST ends
+    on the version of the run that began later."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from genre_batch.errors import StorageError
+    from genre_batch.storage import latest_version, publish
+
+    _, direct = healthy
+    area = f"s3://{BUCKET}/concurrent/index"
+    older, newer = "20261202T010000Z-aaaaaa", "20261202T010001Z-bbbbbb"
+    publish(area, newer)  # the later run finished first
+
+    def attempt(version: str) -> str:
+        try:
+            publish(area, version)
+            return "published"
+        except StorageError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(attempt, [older, newer]))
+    assert "newer than" in results[0] and results[1] == "published"
+    assert latest_version(area, "index") == newer
+    assert direct.cat(f"{BUCKET}/concurrent/index/LATEST").decode().strip() == newer
