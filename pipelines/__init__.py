@@ -31,6 +31,10 @@ RAY_LOG_NOISE: tuple[str, ...] = (
     # dataset (two lines, "finished in 0.00 seconds": the splits are cached in memory).
     r"^Reporting training result \d+: TrainingReport\(",
     r"Dataset (?:train|valid)_\w+ execution finished in ",
+    # The mp3 decoder's notes on a damaged file (libmpg123 writes them to stderr itself): the
+    # file becomes a song from what could be decoded, or an error row that says why.
+    r"^\[src/libmpg123/",
+    r"^Note: (?:Illegal Audio-MPEG-Header|Trying to resync|Skipped \d+ bytes in input)",
 )
 
 # Ray's documented log filter (RAY_DEDUP_LOGS_SKIP_REGEX). A value the user set wins; an empty

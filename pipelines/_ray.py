@@ -53,6 +53,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     else:
         # Local workers inherit this process's environment (NUMBA_CACHE_DIR included); a
         # runtime_env would make Ray discard its pre-started workers and start new ones.
+        # Token authentication stays on (Ray's default); the notice that says so on every
+        # start is dropped (_not_the_token_notice).
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_not_the_token_notice)
         ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
     quiet_ray_data()
     resources = ray.cluster_resources()
@@ -94,6 +97,12 @@ def use_gpus(asked: bool | None) -> bool:
             )
         logger.warning("--gpu: no GPU in the cluster yet; waiting for the autoscaler to add one")
     return asked
+
+
+def _not_the_token_notice(record: logging.LogRecord) -> bool:
+    # "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt
+    # out.": printed on every start of the private local Ray, which keeps Ray's default.
+    return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
 
 
 def _not_the_progress_bar_hint(record: logging.LogRecord) -> bool:
