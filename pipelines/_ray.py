@@ -49,14 +49,16 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # On a cluster the job's runtime env (cluster/runtime_env.yaml) and the image set
         # the environment; Ray refuses to merge a driver runtime_env that sets the same
         # env var as the job's ("Failed to merge the Job's runtime env"), so pass none.
-        ray.init(address=address, **kwargs)
+        with ray_start_errors(f"join the Ray cluster at {address}"):
+            ray.init(address=address, **kwargs)
     else:
         # Local workers inherit this process's environment (NUMBA_CACHE_DIR included); a
         # runtime_env would make Ray discard its pre-started workers and start new ones.
         # Token authentication stays on (Ray's default); the notice that says so on every
         # start is dropped (_not_the_token_notice).
         logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_not_the_token_notice)
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        with ray_start_errors("start a local Ray"):
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
     quiet_ray_data()
     resources = ray.cluster_resources()
     logger.info(
@@ -65,6 +67,17 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         int(resources.get("GPU", 0)),
         address or "local",
     )
+
+
+@contextmanager
+def ray_start_errors(what: str) -> Iterator[None]:
+    """Ray that cannot start or be reached is one line (a socket path over the OS's limit under a
+    long TMPDIR, no cluster at the address), not Ray's traceback."""
+    try:
+        yield
+    except (OSError, ConnectionError, RuntimeError) as exc:
+        message = " ".join(str(exc).split())
+        raise GenreBatchError(f"could not {what}: {message[:500]}") from exc
 
 
 def cluster_cpus() -> int:

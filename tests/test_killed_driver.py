@@ -62,3 +62,19 @@ def test_a_killed_driver_publishes_nothing_and_leaves_no_ray_behind(tmp_path):
     assert main(["gc", "--root", str(root), "--grace", "0"]) == 0
     assert not left[0].exists()
     shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_a_ray_that_cannot_start_is_one_line(tmp_path):
+    """Ray's sockets live under TMPDIR; a path over the OS's limit stops Ray from starting."""
+    catalogue = tmp_path / "music"
+    write_demo_catalogue(catalogue, n_songs=2, seed=1, min_duration_s=6.0, max_duration_s=7.0)
+    long_tmp = tmp_path / ("x" * 90)
+    long_tmp.mkdir()
+    env = {**os.environ, "RAY_TMPDIR": str(long_tmp), "HOME": str(tmp_path / "home")}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, "-m", "genre_batch.cli", "ingest", "--catalogue", str(catalogue),
+                           "--root", str(tmp_path / "root")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "could not start a local Ray" in lines[0] and "107 bytes" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
