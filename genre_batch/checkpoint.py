@@ -188,14 +188,25 @@ def load_checkpoint_state(
     return state
 
 
+# A self-supervised (pretrain) checkpoint: ``extra["kind"]``; its head is a placeholder of one
+# class with this label (an encoder has no genres).
+KIND_KEY, PRETRAIN_KIND, PRETRAIN_LABEL = "kind", "pretrain", "(self-supervised)"
+
+
+def is_pretrain(state: Mapping[str, Any]) -> bool:
+    return dict(state.get("extra") or {}).get(KIND_KEY) == PRETRAIN_KIND
+
+
 def load_model_bundle(
     path_or_file_or_bytes: PathOrFile | bytes | Mapping[str, Any],
     expected_features: FeatureConfig | None = None,
     map_location: Any = "cpu",
+    allow_pretrain: bool = False,
 ) -> ModelBundle:
     """Rebuild the model from the checkpoint's own ``ModelConfig``, load its weights, eval mode.
 
-    Also accepts a state dict that ``load_checkpoint_state`` already returned. When
+    A pretrain checkpoint (``is_pretrain``) is refused with a ``CheckpointError`` that says what
+    it is, unless ``allow_pretrain``. Also accepts a state dict that ``load_checkpoint_state`` already returned. When
     ``expected_features`` is given, a different stored ``FeatureConfig`` raises
     ``ConfigMismatchError`` naming each differing field. If ``map_location`` is a device
     (str or ``torch.device``) the model is moved there.
@@ -207,6 +218,11 @@ def load_model_bundle(
     else:
         state = load_checkpoint_state(path_or_file_or_bytes, map_location=map_location)
 
+    if is_pretrain(state) and not allow_pretrain:
+        raise CheckpointError(
+            f"{where} is a self-supervised (pretrain) run: an encoder without genres, not a genre model; "
+            "fine-tune it with `genre-batch train --init RUN`"
+        )
     feature_config = FeatureConfig.from_dict(state["feature_config"])
     if expected_features is not None:
         ensure_same_features(expected_features, feature_config, where=f"model checkpoint {where}")
@@ -367,3 +383,22 @@ def _describe(source: Any) -> str:
     if isinstance(source, Mapping):
         return "<state dict>"
     return str(getattr(source, "name", "<file object>"))
+
+
+def init_from_pretrain(model: nn.Module, state: Mapping[str, Any], feature_config: FeatureConfig) -> None:
+    """Start a genre model from a pretrain run's encoder: every weight but the head's (which is
+    the model's own, new). The pretrain run must be of the model's family and sizes and of
+    these tiles, else ``CheckpointError`` / ``ConfigMismatchError`` naming what differs."""
+    if not is_pretrain(state):
+        raise CheckpointError("--init takes a pretrain run (genre-batch pretrain); this checkpoint is a genre model")
+    ensure_same_features(FeatureConfig.from_dict(state["feature_config"]), feature_config, "the pretrain run's tiles")
+    target = unwrap_model(model)
+    stored = ModelConfig.from_dict(state["model_config"])
+    own = getattr(target, "config", None)
+    if own is not None and (stored.name, stored.channels, stored.embedding_dim) != (own.name, own.channels, own.embedding_dim):
+        raise CheckpointError(f"--init: the pretrain run is a {stored.name} {stored.channels}, the model to train a "
+                              f"{own.name} {own.channels}: pretrain the family you train (--model)")
+    encoder = {key: value for key, value in state["model_state"].items() if not key.startswith("head.")}
+    missing, unexpected = target.load_state_dict(encoder, strict=False)
+    if unexpected or any(not key.startswith("head.") for key in missing):
+        raise CheckpointError(f"--init: the pretrain weights do not fit the model (missing {missing}, unexpected {unexpected})")
