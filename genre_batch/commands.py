@@ -47,6 +47,7 @@ COMMANDS.update(
     {
         "ingest": _job("ingest", "decode a catalogue into tiles + songs + errors tables (Ray Data)"),
         "train": _job("train", "train the tile CNN on the published tiles (Ray Train)"),
+        "pretrain": _job("pretrain", "self-supervised training on every song's tiles, labelled or not (Ray Train)"),
         "index": _job("index", "embed every song, decide genres, build and publish the Annoy index"),
         "nightly": _job("nightly", "bring tiles, predictions and the index up to date with a grown catalogue"),
         "compare": _job("compare", "train model families over seeds, report them against the MFCC baseline, "

@@ -45,6 +45,10 @@ class ContrastiveNet(nn.Module):
     def __init__(self, encoder: nn.Module, head: ProjectionHead) -> None:
         super().__init__()
         self.encoder, self.head = encoder, head
+        # The family's genre head (a one-class placeholder) takes no part: frozen, so that DDP
+        # does not wait for its gradients.
+        for parameter in encoder.head.parameters():  # type: ignore[union-attr]
+            parameter.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder.embed(x))  # type: ignore[operator]
@@ -68,6 +72,7 @@ class PretrainLoop:
                                            weight_decay=config.weight_decay)
         self.augment = TileAugment.from_configs(config, features).to(self.device).train()
         self.start_epoch = 0
+        self.songs_in_last_batch = 0
         self.history: list[dict[str, float]] = []
 
     @property
@@ -83,7 +88,9 @@ class PretrainLoop:
         # Both views in one pass, so BatchNorm sees the whole batch, as the loss does.
         projected = self.net(torch.cat([view_a, view_b]))
         local_a, local_b = projected.chunk(2)
-        loss = nt_xent(gather_views(local_a), gather_views(local_b), self.temperature)
+        every_a, every_b = gather_views(local_a), gather_views(local_b)
+        self.songs_in_last_batch = int(every_a.shape[0])  # every worker's songs: the negatives
+        loss = nt_xent(every_a, every_b, self.temperature)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -94,13 +101,15 @@ class PretrainLoop:
         started = time.perf_counter()
         for group in self.optimizer.param_groups:
             group["lr"] = cosine_lr(self.config.learning_rate, epoch, self.config.epochs)
-        losses, tiles = [], 0
+        losses, tiles, songs = [], 0, []
         for tiles_a, tiles_b in batches:
             losses.append(self.step(tiles_a, tiles_b))
             tiles += 2 * len(tiles_a)
+            songs.append(self.songs_in_last_batch)
         seconds = time.perf_counter() - started
         metrics = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                   "steps": float(len(losses)), "tiles_per_s": tiles / seconds, "epoch_seconds": seconds}
+                   "steps": float(len(losses)), "songs_per_batch": float(np.mean(songs)) if songs else 0.0,
+                   "tiles_per_s": tiles / seconds, "epoch_seconds": seconds}
         self.history.append(metrics)
         return metrics
 
