@@ -215,6 +215,9 @@ class TrainConfig:
     select_on: str = "song"
     # Stop after this many epochs without a better selection score (0: train every epoch).
     patience: int = 0
+    # A pretrain run (models/<run>/, genre-batch pretrain) whose encoder the model starts from,
+    # with a new genre head ("": from scratch).
+    init: str = ""
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "epochs", "batch_size", "num_workers", "shuffle_buffer_tiles")

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,9 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from genre_batch.artifacts import IngestVersion, published_ingest
-from genre_batch.checkpoint import checkpoint_state, ensure_resumable, restore_training_state, unwrap_model
+from genre_batch.checkpoint import (
+    checkpoint_state, ensure_resumable, init_from_pretrain, restore_training_state, unwrap_model,
+)
 from genre_batch.config import FeatureConfig, TrainConfig
 from genre_batch.errors import GenreBatchError
 from genre_batch.layout import RootLayout
@@ -276,6 +278,7 @@ class TrainLoop:
         wrap_model: Callable[[nn.Module], nn.Module] | None = None,
         valid_songs: Sequence[str] = (),
         band_stats: tuple[Sequence[float], Sequence[float]] | None = None,
+        init_state: Mapping[str, Any] | None = None,
     ) -> None:
         seed = config.seed if seed is None else seed
         torch.manual_seed(seed)
@@ -294,6 +297,10 @@ class TrainLoop:
             if band_stats is None:
                 raise ValueError("band_norm needs the training tiles' band statistics (training.band_statistics)")
             model.set_band_statistics(*(np.asarray(values) for values in band_stats))
+        if init_state is not None:  # a pretrain run's encoder; this model's own new genre head
+            init_from_pretrain(model, init_state, features)
+            if config.band_norm and band_stats is not None:  # this run's band statistics, not the pretrain run's
+                model.set_band_statistics(*(np.asarray(values) for values in band_stats))
         self.model = wrap_model(model) if wrap_model else model.to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)

@@ -65,7 +65,8 @@ def recipe_tag(config: TrainConfig) -> str:
 def compare_run(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, labels: list[str], family: str,
                 seed: int, base: TrainConfig) -> RunRow:
     """One family and seed: train it (or find it trained), embed every song with its best model
-    once, evaluate from those outputs; ``base.use_gpu`` is decided."""
+    once, evaluate from those outputs; ``base.use_gpu`` is decided. With ``base.init`` (a
+    pretrain run) the row is ``<family>+<run>``."""
     from pipelines.inference import predict_songs_of
     from pipelines.train import FittedModel, evaluate_run, fit_model
 
@@ -86,8 +87,8 @@ def compare_run(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, 
     embeddings = np.stack(known["embedding"].to_numpy()) if len(known) else np.zeros((0, 1), np.float32)
     precision = genre_precision_at_k(embeddings, known["label"].tolist(), np.flatnonzero(known["split"] == "test"))
     parameters = parameter_count(build_model(config.model, len(labels)))
-    return RunRow.of(family, seed, metrics, precision, parameters, time.perf_counter() - started,
-                     vote_song_accuracy(known, labels))
+    return RunRow.of(f"{family}+{config.init}" if config.init else family, seed, metrics, precision, parameters,
+                     time.perf_counter() - started, vote_song_accuracy(known, labels))
 
 
 def write_report(layout: RootLayout, comparison: Comparison) -> str:
@@ -115,13 +116,28 @@ def run_compare(root: str, families: tuple[str, ...] = FAMILIES, seeds: int = 3,
     baseline = baseline_of_ingest(ingest, songs, labels)
     logger.info("%s", baseline.summary())
     ensure_ray(address)
-    config = dataclasses.replace(train_config, use_gpu=use_gpus(train_config.use_gpu))
-    rows = [compare_run(layout, ingest, songs, labels, family, train_config.seed + offset, config)
-            for family in families for offset in range(seeds)]
+    config = dataclasses.replace(train_config, use_gpu=use_gpus(train_config.use_gpu), init="")
+    # Every family from scratch, then each pretrain run's family started from it, side by side.
+    plan = [(family, "") for family in families] + [(pretrain_family(layout, ingest, run), run) for run in init_runs(train_config)]
+    rows = [compare_run(layout, ingest, songs, labels, family, train_config.seed + offset,
+                        dataclasses.replace(config, init=init))
+            for family, init in plan for offset in range(seeds)]
     comparison = Comparison(f"compare-{new_version()}", ingest.version, tuple(rows), baseline)
     report_dir = write_report(layout, comparison)
     publish(layout.models_area, comparison.best_run().run)
     return CompareReport(comparison, report_dir, time.perf_counter() - started)
+
+
+def init_runs(config: TrainConfig) -> list[str]:
+    """``--init RUN[,RUN...]``: the pretrain runs compare starts a family from."""
+    return [run.strip() for run in config.init.split(",") if run.strip()]
+
+
+def pretrain_family(layout: RootLayout, ingest: IngestVersion, run: str) -> str:
+    """The model family of pretrain run ``run`` (checked: a pretrain run of these tiles)."""
+    from pipelines.train import pretrain_state
+
+    return str(pretrain_state(layout, run, ingest.feature_config)["model_config"]["name"])
 
 
 def family_problem(names: tuple[str, ...]) -> str | None:

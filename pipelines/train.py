@@ -82,7 +82,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(config.get("threads_per_worker", 1))))
     loop = TrainLoop(train_config, config["features"], config["labels"], device=get_device(),
                      seed=train_config.seed + rank, wrap_model=prepare_model, valid_songs=config["valid_songs"],
-                     band_stats=config.get("band_stats"))
+                     band_stats=config.get("band_stats"), init_state=config.get("init_state"))
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
@@ -175,12 +175,13 @@ def fit_model(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, la
     score = selection_metric(config)
     valid_songs = sorted(songs.loc[(songs["split"] == "valid") & songs["label"].isin(labels), "song_id"])
     band_stats = band_statistics_of(ingest, songs, labels) if config.band_norm else None
-    logger.info("training %s on %d genres %s with %d worker(s)%s", run, len(labels), labels, workers,
-                " on GPU" if config.use_gpu else "")
+    init_state = pretrain_state(layout, config.init, ingest.feature_config, config.model) if config.init else None
+    logger.info("training %s on %d genres %s with %d worker(s)%s%s", run, len(labels), labels, workers,
+                " on GPU" if config.use_gpu else "", f", from pretrain run {config.init}" if config.init else "")
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train_config": config, "features": ingest.feature_config, "labels": labels,
-                           "valid_songs": valid_songs, "band_stats": band_stats,
+                           "valid_songs": valid_songs, "band_stats": band_stats, "init_state": init_state,
                            "threads_per_worker": max(1, int(spare // workers))},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(config.use_gpu),
                                      resources_per_worker=None if config.use_gpu else {"CPU": cpus_per_worker}),
@@ -206,6 +207,24 @@ def fit_model(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, la
     with result.checkpoint.as_directory() as directory:  # the latest holds every epoch's numbers
         history = _history(os.path.join(directory, CHECKPOINT_FILE))
     return FittedModel(layout.model_file(run), int(best_metrics.get("epoch", 0)), history)
+
+
+def pretrain_state(layout: RootLayout, run: str, features: FeatureConfig, model: ModelConfig | None = None) -> dict[str, Any]:
+    """The checkpoint of pretrain run ``run`` (``models/<run>/model.pt``), checked before any
+    worker starts: a pretrain run of these tiles and of ``model``'s family and sizes."""
+    from genre_batch.checkpoint import is_pretrain, load_checkpoint_state
+    from genre_batch.config import ensure_same_features
+
+    check_version_name(run, "--init")
+    state = load_checkpoint_state(read_bytes(layout.model_file(run)))
+    if not is_pretrain(state):
+        raise GenreBatchError(f"--init {run}: models/{run} is a genre model, not a pretrain run (genre-batch pretrain)")
+    ensure_same_features(FeatureConfig.from_dict(state["feature_config"]), features, f"pretrain run {run}")
+    stored = ModelConfig.from_dict(state["model_config"])
+    if model is not None and (stored.name, stored.channels, stored.hidden) != (model.name, model.channels, model.hidden):
+        raise GenreBatchError(f"--init {run}: a pretrained {stored.name} {list(stored.channels)}, but this run trains a "
+                              f"{model.name} {list(model.channels)}: give --model {stored.name}")
+    return state
 
 
 def band_statistics_of(ingest: IngestVersion, songs: pd.DataFrame, labels: list[str]) -> tuple[list[float], list[float]]:
@@ -299,7 +318,8 @@ def run_train(root: str, train_config: TrainConfig = TrainConfig(), run: str | N
     layout, ingest, songs, labels = inputs.layout, inputs.ingest, inputs.songs, inputs.labels
     # The default run name depends on the model and the ingest version only, so rerunning
     # the same command resumes that run instead of starting over.
-    run = run or f"{train_config.model.name}-{ingest.version}"
+    run = run or (f"{train_config.model.name}-from-{train_config.init}-{ingest.version}" if train_config.init
+                  else f"{train_config.model.name}-{ingest.version}")
     metrics = finished_run(layout, run, ingest.version, labels, train_config.epochs)
     if metrics is None:
         if not (songs["split"].eq("valid") & songs["label"].isin(labels)).any():
@@ -343,6 +363,9 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
                         help="validate and keep a moving average of the weights, this decay per step (0: off)")
     parser.add_argument("--band-norm", action="store_true",
                         help="normalise the input per mel band with the training tiles' statistics (kept in the model)")
+    parser.add_argument("--init", default=defaults.init, metavar="RUN",
+                        help="start from the encoder of this pretrain run (genre-batch pretrain), with a new genre head "
+                             "(compare: RUN[,RUN...], each adds its family's rows from pretraining)")
     regularise = parser.add_argument_group("regularisation and inference")
     regularise.add_argument("--dropout", type=float, default=ModelConfig().dropout,
                             help="dropout between the embedding and the genre head")
@@ -363,7 +386,7 @@ def recipe_from_args(args: argparse.Namespace, model: ModelConfig | None = None)
         seed=args.seed, num_workers=args.workers, use_gpu=args.use_gpu, model=model, select_on=args.select_on,
         patience=args.patience, mixup_alpha=args.mixup, time_stretch=args.time_stretch,
         crop_frames=args.crop_frames, freq_shift=args.freq_shift, freq_mask=args.freq_mask, time_mask=args.time_mask,
-        ema_decay=args.ema, band_norm=args.band_norm,
+        ema_decay=args.ema, band_norm=args.band_norm, init=args.init,
     )
 
 

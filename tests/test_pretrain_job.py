@@ -40,3 +40,33 @@ def test_two_workers_pretrain_on_unlabelled_songs_and_resume(unlabelled):
     assert again.epochs == 2 and again.history[0] == report.history[0]  # resumed, not started over
     done = run_pretrain(unlabelled, TrainConfig(epochs=2, batch_size=4, num_workers=2, model=SMALL), run="ssl")
     assert done.seconds == 0.0  # has its epochs: not trained again
+
+
+def test_a_genre_model_starts_from_the_pretrain_run_and_compare_shows_both(unlabelled, tmp_path):
+    """The same songs, now labelled: train --init keeps the pretrained encoder; compare --init
+    reports the family from scratch and from pretraining side by side."""
+    from genre_batch.checkpoint import load_model_bundle
+    from genre_batch.storage import read_bytes
+    from pipelines.compare import run_compare
+    from pipelines.train import run_train
+
+    base = tmp_path / "labelled"
+    write_demo_catalogue(base / "music", n_songs=10, seed=8, min_duration_s=12.0, max_duration_s=13.0)
+    summary_csv = base / "music" / "labels.csv"
+    run_ingest(str(base / "music"), str(base / "root"), labels=str(summary_csv))
+    root = str(base / "root")
+    layout = RootLayout(root)
+    # The family's default sizes: compare builds each family at them, from scratch and from "ssl".
+    run_pretrain(root, TrainConfig(epochs=1, batch_size=4), run="ssl")
+    report = run_train(root, TrainConfig(epochs=1, init="ssl"))
+    assert report.run.startswith("crnn-from-ssl-")
+    assert report.metrics.train_config.init == "ssl"
+    with pytest.raises(Exception, match="give --model crnn"):
+        run_train(root, TrainConfig(epochs=1, model=ModelConfig.for_family("cnn"), init="ssl"))
+    with pytest.raises(Exception, match="genre model, not a pretrain run"):
+        run_train(root, TrainConfig(epochs=1, init=report.run))
+    compared = run_compare(root, ("crnn",), 1, TrainConfig(epochs=1, init="ssl")).comparison
+    assert [row.family for row in compared.rows] == ["crnn", "crnn+ssl"]
+    assert set(compared.summary()) == {"crnn", "crnn+ssl"}
+    bundle = load_model_bundle(read_bytes(layout.model_file(compared.rows[1].run)))
+    assert bundle.labels and "(self-supervised)" not in bundle.labels  # a genre model, with its own head
