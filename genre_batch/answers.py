@@ -186,7 +186,7 @@ class PublishedIndex:
         data = read_bytes(self.version.layout.index_model_file(self.version.version))
         if hashlib.sha256(data).hexdigest() != self.version.manifest.model_sha256:
             raise GenreBatchError(f"index {self.version.version}: model.pt does not match its manifest")
-        bundle = load_model_bundle(data)
+        bundle = load_model_bundle(data, allow_pretrain=self.version.manifest.genres is not None)
         ensure_same_features(self.version.feature_config, bundle.feature_config, "the index's model")
         return TileClassifier(bundle)
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from genre_batch import plots, schemas
 from genre_batch.artifacts import IndexVersion, IngestVersion, published_model_run
-from genre_batch.checkpoint import ModelBundle, load_model_bundle
+from genre_batch.checkpoint import KIND_KEY, PRETRAIN_KIND, ModelBundle, load_model_bundle
 from genre_batch.config import IndexConfig, ensure_same_features
 from genre_batch.decision import SongDecision, choose_decision, rule_scores, song_answers
 from genre_batch.evaluation import save_plots
@@ -33,7 +33,7 @@ from genre_batch.layout import RootLayout
 from genre_batch.manifests import IndexManifest
 from genre_batch.nulls import null_if_nan
 from genre_batch.pooling import UNKNOWN, ThresholdChoice, choose_threshold
-from genre_batch.storage import FileSum, new_version, publish, read_bytes, upload_file, write_bytes
+from genre_batch.storage import FileSum, check_version_name, new_version, publish, read_bytes, upload_file, write_bytes
 from genre_batch.tables import read_frame, write_rows
 
 logger = logging.getLogger(__name__)
@@ -52,12 +52,23 @@ class ModelInUse:
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
+    @property
+    def is_pretrain(self) -> bool:
+        """A self-supervised run: embeddings, but no genres."""
+        return self.bundle.extra.get(KIND_KEY) == PRETRAIN_KIND
+
     @classmethod
     def published(cls, layout: RootLayout, ingest: IngestVersion) -> "ModelInUse":
-        run = published_model_run(layout.root)
+        """The genre model ``models/LATEST`` names."""
+        return cls.of_run(layout, ingest, published_model_run(layout.root), allow_pretrain=False)
+
+    @classmethod
+    def of_run(cls, layout: RootLayout, ingest: IngestVersion, run: str, allow_pretrain: bool = True) -> "ModelInUse":
+        """The best model of training run ``run``, or a pretrain run's encoder (``index --model``)."""
+        check_version_name(run, "--model")
         uri = layout.model_file(run)
         data = read_bytes(uri)
-        bundle = load_model_bundle(data)
+        bundle = load_model_bundle(data, allow_pretrain=allow_pretrain)
         # The model must have been trained on tiles made exactly like these.
         ensure_same_features(bundle.feature_config, ingest.feature_config, f"ingest {ingest.version}")
         return cls(run, uri, bundle, data)
@@ -110,6 +121,26 @@ def prediction_rows(frame: pd.DataFrame, labels: list[str], threshold: float) ->
     return rows
 
 
+# The unknown rule of an index without genres: no confidence reaches it.
+NO_GENRES_THRESHOLD = 2.0
+
+
+def no_genre_decisions(pooled: pd.DataFrame, songs: pd.DataFrame,
+                       run: str) -> tuple[list[dict[str, Any]], ThresholdChoice, str]:
+    """Prediction rows of a pretrain run's index: embeddings, every genre ``unknown`` (and why)."""
+    frame = pooled.merge(songs[["song_id", "path", "label", "split", "artist"]], on="song_id", how="inner") \
+        .sort_values("song_id", kind="stable").reset_index(drop=True)
+    rows = prediction_rows(frame.assign(predicted=UNKNOWN, confidence=0.0, scores=[np.zeros(0)] * len(frame)),
+                           [], NO_GENRES_THRESHOLD)
+    for row in rows:
+        row["probs"], row["votes"] = [], []
+    reason = (f"every genre is unknown: {run} is a self-supervised (pretrain) run, which learned to tell songs "
+              f"apart but knows no genres; train a genre model from it (genre-batch train --init {run}) and index that")
+    threshold = ThresholdChoice(threshold=NO_GENRES_THRESHOLD, coverage=0.0, accuracy=float("nan"), target_accuracy=0.0,
+                                min_coverage=0.0, floor_quantile=0.0, n_songs=0, rule=reason)
+    return rows, threshold, reason
+
+
 def _matrix(column: pd.Series, width: int) -> np.ndarray:
     return np.stack(column.to_numpy()).astype(np.float64) if len(column) else np.zeros((0, width))
 
@@ -146,8 +177,13 @@ def publish_index_version(
     started: float,
 ) -> IndexReport:
     """Decide genres, write predictions + Annoy under a new version, then move index/LATEST."""
-    labels = list(model.bundle.labels)
-    rows, threshold, decision = decide_genres(pooled, songs, labels, config)
+    labels = [] if model.is_pretrain else list(model.bundle.labels)
+    genres_note: str | None = None
+    if model.is_pretrain:
+        rows, threshold, genres_note = no_genre_decisions(pooled, songs, model.run)
+        decision: SongDecision | None = None
+    else:
+        rows, threshold, decision = decide_genres(pooled, songs, labels, config)
     version = new_version()
     metadata = {
         "feature_config": ingest.feature_config.to_dict(),
@@ -175,7 +211,7 @@ def publish_index_version(
         ingest_version=ingest.version, labels=tuple(labels), feature_config=ingest.feature_config,
         model_config=model.bundle.model_config, embedding_dim=int(vectors.shape[1]), n_trees=config.n_trees,
         songs=len(rows), threshold=threshold, embedding_mean=None if mean is None else tuple(mean.tolist()),
-        song_decision=decision, checksums=sums,
+        song_decision=decision, checksums=sums, genres=genres_note,
     ).write(layout.index_manifest(version))
     publish(layout.index_area, version)
     return IndexReport(

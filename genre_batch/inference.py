@@ -69,9 +69,11 @@ class TileClassifier:
 
     @classmethod
     def load(cls, checkpoint: bytes, features: FeatureConfig, device: Any = "cpu") -> "TileClassifier":
+        """A genre model or a pretrain run's encoder (its one-class head's outputs mean nothing;
+        whoever decides genres checks which it is, ``indexing.ModelInUse``)."""
         from genre_batch.checkpoint import load_model_bundle
 
-        return cls(load_model_bundle(checkpoint, expected_features=features), device)
+        return cls(load_model_bundle(checkpoint, expected_features=features, allow_pretrain=True), device)
 
     @property
     def labels(self) -> tuple[str, ...]:

@@ -200,6 +200,9 @@ class IndexManifest(JsonDocument):
     checksums: dict[str, FileSum] | None = field(default=None, metadata=_doc(
         "Size (`bytes`) and `sha256` of songs.ann, predictions.parquet and model.pt, by file name; absent: "
         "written before checksums."))
+    genres: str | None = field(default=None, metadata=_doc(
+        "Why every genre of this index is `unknown` (its model is a self-supervised pretrain run: embeddings, "
+        "no genres; `labels` is empty); absent: genres come from the model's head."))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -226,6 +229,8 @@ class IndexManifest(JsonDocument):
             out["song_decision"] = self.song_decision.to_dict()
         if self.checksums is not None:
             out["checksums"] = checksums_to_dict(self.checksums)
+        if self.genres is not None:
+            out["genres"] = self.genres
         return out
 
     @classmethod
@@ -252,6 +257,7 @@ class IndexManifest(JsonDocument):
             embedding_mean=None if data.get("embedding_mean") is None else tuple(float(v) for v in data["embedding_mean"]),
             song_decision=None if data.get("song_decision") is None else SongDecision.from_dict(data["song_decision"]),
             checksums=checksums_from_dict(data.get("checksums"), where),
+            genres=None if data.get("genres") is None else str(data["genres"]),
         )
 
 

@@ -38,9 +38,12 @@ def embed_songs(ingest: IngestVersion, model: ModelInUse, config: IndexConfig, u
 
 
 def run_index(
-    root: str, config: IndexConfig = IndexConfig(), use_gpu: bool | None = None, address: str | None = None
+    root: str, config: IndexConfig = IndexConfig(), use_gpu: bool | None = None, address: str | None = None,
+    model_run: str | None = None,
 ) -> IndexReport:
-    """``use_gpu`` None: inference on GPUs when the cluster has any."""
+    """``use_gpu`` None: inference on GPUs when the cluster has any. ``model_run``: a training or
+    pretrain run to index with instead of the published model (a pretrain run: embeddings and
+    similar songs, every genre unknown)."""
     from pipelines._ray import ensure_ray, use_gpus
 
     started = time.perf_counter()
@@ -48,7 +51,7 @@ def run_index(
     layout = RootLayout(root)
     ingest = published_ingest(root)
     ingest.check_tiles()
-    model = ModelInUse.published(layout, ingest)
+    model = ModelInUse.of_run(layout, ingest, model_run) if model_run else ModelInUse.published(layout, ingest)
     songs = read_frame(ingest.songs_uri)
     ensure_ray(address)
     pooled = embed_songs(ingest, model, config, use_gpus(use_gpu))
@@ -74,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-centre", dest="centre", action="store_false",
                         help="search similar songs by the cosine of the song vectors as they are, not centred on "
                              "the catalogue's mean")
+    parser.add_argument("--model", default=None, metavar="RUN",
+                        help="index with this training or pretrain run (models/RUN) instead of the published model; "
+                             "a pretrain run gives embeddings and similar songs, every genre unknown")
     add_device_flags(parser, "inference")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a local Ray)")
 
@@ -88,7 +94,7 @@ def from_args(args: argparse.Namespace) -> IndexReport:
         centre=args.centre,
         decision=args.decision,
     )
-    return run_index(args.root, config, use_gpu=args.use_gpu, address=args.address)
+    return run_index(args.root, config, use_gpu=args.use_gpu, address=args.address, model_run=args.model)
 
 
 def main(argv: list[str] | None = None) -> int:

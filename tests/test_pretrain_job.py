@@ -70,3 +70,27 @@ def test_a_genre_model_starts_from_the_pretrain_run_and_compare_shows_both(unlab
     assert set(compared.summary()) == {"crnn", "crnn+ssl"}
     bundle = load_model_bundle(read_bytes(layout.model_file(compared.rows[1].run)))
     assert bundle.labels and "(self-supervised)" not in bundle.labels  # a genre model, with its own head
+
+
+def test_a_catalogue_without_labels_is_indexed_and_searched_with_a_pretrain_run(unlabelled, capsys):
+    import json
+
+    import pandas as pd
+
+    from genre_batch.cli import main
+    from genre_batch.storage import latest_version
+
+    run_pretrain(unlabelled, TrainConfig(epochs=1, batch_size=4, model=SMALL), run="ssl-index")
+    assert main(["index", "--root", unlabelled, "--model", "ssl-index", "--n-trees", "5"]) == 0
+    layout = RootLayout(unlabelled)
+    version = latest_version(layout.index_area, "index")
+    manifest = read_json(layout.index_manifest(version))
+    assert manifest["model_run"] == "ssl-index" and manifest["labels"] == []
+    assert "self-supervised" in manifest["genres"] and "train --init ssl-index" in manifest["genres"]
+    predictions = pd.read_parquet(layout.predictions_table(version))
+    assert len(predictions) == 10 and (predictions["genre"] == "unknown").all()
+    capsys.readouterr()
+    song = predictions["song_id"].iloc[0]
+    assert main(["similar", "--root", unlabelled, "--song", song, "-k", "3", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert len(answer["neighbours"]) == 3 and song not in [n["song_id"] for n in answer["neighbours"]]
