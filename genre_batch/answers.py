@@ -279,6 +279,13 @@ class PublishedIndex:
         frame = self.predictions
         frame = frame.assign(tiles_correct=frame["tiles_correct"].fillna(0))
         out: dict[str, Any] = {"index_version": self.version.version, "model_run": self.version.manifest.model_run}
+        if self.version.manifest.genres is not None:  # a pretrain run's index: similarity only
+            out["genres"] = self.version.manifest.genres
+            for split in ("valid", "test"):
+                part = frame[frame["split"] == split]
+                # The songs' own labels, hidden from the model, score its neighbours.
+                out[split] = {f"genre_precision_at_{k}": self._precision_at_k(part[part["label"].notna()], k)}
+            return self._similarity_report(out, frame, k)
         for split in ("valid", "test"):
             part = frame[frame["split"] == split]
             numbers = split_metrics(part, labels).to_dict()
@@ -289,9 +296,12 @@ class PublishedIndex:
             ).to_dict()
             numbers[f"genre_precision_at_{k}"] = self._precision_at_k(known, k)
             out[split] = numbers
-        out["unlabelled_songs"] = int(frame["label"].isna().sum())
         out["unknown_threshold"] = self.version.manifest.threshold.to_dict()
         out["song_decision"] = self.song_decision.to_dict()
+        return self._similarity_report(out, frame, k)
+
+    def _similarity_report(self, out: dict[str, Any], frame: pd.DataFrame, k: int) -> dict[str, Any]:
+        out["unlabelled_songs"] = int(frame["label"].isna().sum())
         raw = self.vectors("embedding")  # read once: as stored, and as searched
         vectors = centre_vectors(raw, self.embedding_mean)
         out[f"annoy_recall_at_{k}"] = recall_at_k(self.index, vectors, k=min(k, len(frame) - 1), n_queries=200) \

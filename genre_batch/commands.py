@@ -104,7 +104,11 @@ def format_evaluation(report: dict[str, Any], k: int) -> str:
         from genre_batch.decision import SongDecision
 
         lines.append(f"  {SongDecision.from_dict(report['song_decision']).describe()}")
-    for split in ("valid", "test"):
+    if "genres" in report:  # a pretrain run's index: no genres, only the neighbours
+        lines.append(f"  {report['genres']}")
+        lines += [f"  {split}: genre precision@{k} of similar songs, by the songs' own labels: "
+                  f"{format_metric(report[split][f'genre_precision_at_{k}'])}" for split in ("valid", "test")]
+    for split in ("valid", "test") if "genres" not in report else ():
         part = report[split]
         rule = part["unknown_rule"]
         # Labelled songs of a genre the model never trained on are not scored; say they exist.

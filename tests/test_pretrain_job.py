@@ -94,3 +94,6 @@ def test_a_catalogue_without_labels_is_indexed_and_searched_with_a_pretrain_run(
     assert main(["similar", "--root", unlabelled, "--song", song, "-k", "3", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert len(answer["neighbours"]) == 3 and song not in [n["song_id"] for n in answer["neighbours"]]
+    assert main(["evaluate", "--root", unlabelled]) == 0
+    text = capsys.readouterr().out
+    assert "self-supervised" in text and "genre precision@10 of similar songs" in text
