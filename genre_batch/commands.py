@@ -462,6 +462,33 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int, default=12, help="training epochs")
     parser.add_argument("--workers", type=positive_int, default=1, help="Ray Train workers")
     parser.add_argument("--seed", type=int, default=0, help="seed of catalogue, split and training")
+    parser.add_argument("--unlabelled", action="store_true",
+                        help="ingest without labels, pretrain (self-supervised) and index with the pretrain run: "
+                             "similar songs for a catalogue that has no genres at all")
+
+
+def _demo_unlabelled(args: argparse.Namespace, root: str, catalogue: str, steps: list[str]) -> None:
+    """The demo of a catalogue with no labels: pretrain, index with it, similar songs (the
+    genre folders in the paths show whether the neighbours are alike; the model never saw them)."""
+    from genre_batch.answers import PublishedIndex
+    from genre_batch.config import SplitConfig, TrainConfig
+    from pipelines.index import run_index
+    from pipelines.ingest import run_ingest
+    from pipelines.pretrain import run_pretrain
+
+    steps.append(run_ingest(catalogue, root, labels="none", splits=SplitConfig(seed=args.seed)).summary())
+    pretrain = run_pretrain(root, TrainConfig(epochs=args.epochs, num_workers=args.workers, seed=args.seed))
+    steps.append(pretrain.summary())
+    steps.append(run_index(root, model_run=pretrain.run).summary())
+    published = PublishedIndex(root)
+    print("\n".join(["", "=" * 78, "genre-batch demo, no labels", "=" * 78] + steps))
+    print(f"\n{published.version.manifest.genres}")
+    for song in published.predictions.head(3).itertuples():
+        print(f"\nsimilar to {song.path}:")
+        for n in published.similar_to_song(song.song_id, 5):
+            print(f"  {n.similarity:6.3f}  {n.path}")
+    print(f"\nnext: genre-batch similar --root {root} --song SONG_ID; label some songs and "
+          f"genre-batch train --root {root} --init {pretrain.run}")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -476,6 +503,8 @@ def _demo(args: argparse.Namespace) -> None:
     steps = []
     summary = write_demo_catalogue(catalogue, n_songs=args.songs, seed=args.seed)
     steps.append(f"synth: {summary.songs} songs in {len(summary.genres)} genres -> {catalogue}")
+    if args.unlabelled:
+        return _demo_unlabelled(args, root, catalogue, steps)
     # The catalogue's labels.csv: genres as the folders say, and a split that puts every genre
     # on every side (synth.curated_split), so the demo can report each genre's accuracy.
     ingest = run_ingest(catalogue, root, labels=summary.labels_csv, splits=SplitConfig(seed=args.seed))

@@ -97,3 +97,12 @@ def test_a_catalogue_without_labels_is_indexed_and_searched_with_a_pretrain_run(
     assert main(["evaluate", "--root", unlabelled]) == 0
     text = capsys.readouterr().out
     assert "self-supervised" in text and "genre precision@10 of similar songs" in text
+
+
+def test_the_demo_without_labels(ray_local, tmp_path, capsys):
+    from genre_batch.cli import main
+
+    assert main(["demo", "--root", str(tmp_path / "demo"), "--songs", "8", "--epochs", "1", "--unlabelled"]) == 0
+    out = capsys.readouterr().out
+    assert "genre-batch demo, no labels" in out and "pretrain crnn-pretrain-" in out
+    assert "every genre is unknown" in out and out.count("similar to ") == 3
