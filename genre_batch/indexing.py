@@ -259,8 +259,8 @@ def index_delta(
     """
     if index is None or (index.manifest.model_run, index.manifest.model_sha256) != (model.run, model.sha256):
         return None
-    if index.manifest.song_decision is None:  # an index from before the votes were kept: they must be counted
-        return None
+    if index.manifest.song_decision is None and index.manifest.genres is None:
+        return None  # an index from before the votes were kept: they must be counted
     try:
         indexed = read_frame(layout.songs_table(index.manifest.ingest_version), ["song_id", "content_hash"])
     except FileNotFoundError:

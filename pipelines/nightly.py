@@ -15,7 +15,9 @@ grown catalogue, paying only for what is new.
    since the last index), reuse the stored embeddings of the others, rebuild Annoy from the
    whole table (Annoy cannot add items) and publish a new index version.
 On a root with nothing published (the first night of a schedule) it runs the whole chain:
-every file is ingested, a first model is trained when there are labels, and songs are indexed.
+every file is ingested, a first model is trained when there are labels (else a pretrain run
+learns from the songs alone, and indexes them: similar songs, genres unknown), and songs are
+indexed. ``--retrain --pretrain`` pretrains on the grown catalogue before training the candidate.
 
 5. Keep the newest --keep versions of ingest and index (and whatever they reference), remove
    the unpublished versions that dead runs left more than a day ago (as `genre-batch gc`); write a
@@ -151,34 +153,52 @@ def bootstrap_ingest(layout: RootLayout, catalogue: str, labels: str, config: In
     return ingest
 
 
-def first_model_wanted(layout: RootLayout, songs: pd.DataFrame) -> bool:
-    """No model published yet: train one when the songs can teach one (two genres or more among
-    the labelled training songs), else say why the songs stay unindexed."""
+def first_model_plan(layout: RootLayout, songs: pd.DataFrame) -> str:
+    """What a root without a model in force learns first: ``train`` when two genres or more are
+    labelled among the training songs, else ``pretrain`` (similar songs from the songs alone);
+    ``none`` when a genre model is published or an index is (its run stays in force)."""
     try:
         published_model_run(layout.root)
-        return False
+        return "none"
     except NotPublishedError:
         pass
-    trainable = songs[(songs["split"] == "train") & songs["label"].notna()]["label"].nunique() >= 2
-    if not trainable:
-        logger.warning("no model published and fewer than two labelled genres among the training songs: songs are "
-                       "ingested but not indexed (label some songs, or run `genre-batch train` once there are labels)")
-    return bool(trainable)
+    if songs[(songs["split"] == "train") & songs["label"].notna()]["label"].nunique() >= 2:
+        return "train"
+    try:
+        published_index(layout.root)
+        return "none"
+    except NotPublishedError:
+        logger.warning("no model published and fewer than two labelled genres among the training songs: pretraining "
+                       "on the songs alone, so they can be searched for similar songs (genres stay unknown)")
+        return "pretrain"
+
+
+def pretrain_on(layout: RootLayout, ingest: IngestVersion, report: NightlyReport, train_config: TrainConfig,
+                cluster: Cluster) -> str:
+    """Pretrain on every song of the grown catalogue (the pretrain job's stage); returns its run."""
+    from pipelines.pretrain import fit_pretrain
+
+    run = f"{train_config.model.name}-pretrain-{ingest.version}-nightly-{report.run_id}"
+    fit_pretrain(layout, ingest, run, dataclasses.replace(train_config, use_gpu=cluster.use_gpu(), init=""))
+    report.published.append("pretrain")
+    return run
 
 
 def retrain_if_better(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, report: NightlyReport,
-                      train_config: TrainConfig, cluster: Cluster) -> None:
-    """Step 3: train on the grown set (``songs``: its songs table); publish only if it is not
-    worse than the current model."""
+                      train_config: TrainConfig, cluster: Cluster, pretrain_first: bool = False) -> None:
+    """Step 3: train on the grown set (``songs``: its songs table), with ``pretrain_first`` from a
+    pretrain run on every song of it; publish only if it is not worse than the current model."""
     from pipelines.train import train_and_evaluate, validation_song_accuracy
 
+    if pretrain_first:
+        train_config = dataclasses.replace(train_config, init=pretrain_on(layout, ingest, report, train_config, cluster))
     config = dataclasses.replace(train_config, use_gpu=cluster.use_gpu())
     try:
         current_run: str | None = published_model_run(layout.root)
     except NotPublishedError:
         current_run = None
     # A name of its own: reusing "<family>-<ingest version>" would resume the current model's run.
-    candidate_run = f"{config.model.name}-{ingest.version}-nightly-{report.run_id}"
+    candidate_run = f"{config.model.name}-{ingest.version}-nightly-{report.run_id}{'-init' if config.init else ''}"
     candidate = train_and_evaluate(layout, ingest, songs, label_vocabulary(songs), candidate_run, config)
     # Scored again on today's validation songs: the number stored with the current model was
     # measured on an older, smaller validation set.
@@ -210,14 +230,28 @@ def embed_stale_songs(layout: RootLayout, ingest: IngestVersion, model: ModelInU
     return pd.concat([pooled_from_predictions(stored, reused), fresh], ignore_index=True)
 
 
+def model_in_force(layout: RootLayout, ingest: IngestVersion) -> ModelInUse | None:
+    """The published genre model, else the run the published index was made with (a pretrain
+    run on a catalogue without labels), else None."""
+    try:
+        return ModelInUse.published(layout, ingest)
+    except NotPublishedError:
+        pass
+    try:
+        return ModelInUse.of_run(layout, ingest, published_index(layout.root).manifest.model_run)
+    except NotPublishedError:
+        return None
+
+
 def update_index(layout: RootLayout, ingest: IngestVersion, songs: pd.DataFrame, report: NightlyReport,
-                 config: IndexConfig, local_max_tiles: int, cluster: Cluster, clock: Stopwatch) -> None:
-    """Step 4: a new index version when songs or the model changed since the published one."""
+                 config: IndexConfig, local_max_tiles: int, cluster: Cluster, clock: Stopwatch,
+                 model: ModelInUse | None = None) -> None:
+    """Step 4: a new index version when songs or the model (``model``, else the one in force)
+    changed since the published one."""
     from pipelines.index import embed_songs
 
-    try:
-        model = ModelInUse.published(layout, ingest)
-    except NotPublishedError:
+    model = model or model_in_force(layout, ingest)
+    if model is None:
         logger.warning("no model published yet: songs are ingested but not indexed (train first)")
         return
     report.model_run = model.run
@@ -246,6 +280,7 @@ def run_nightly(
     retry_failed: bool = False,
     retrain: bool = False,
     keep: int = 3,
+    pretrain: bool = False,
     ingest_config: IngestConfig = IngestConfig(),
     index_config: IndexConfig = IndexConfig(),
     use_gpu: bool | None = None,
@@ -271,10 +306,16 @@ def run_nightly(
         ingest = update_ingest(layout, previous, catalogue, labels or previous.manifest.labels, retry_failed,
                                ingest_config, cluster, report, clock)
     songs = read_frame(ingest.songs_uri)  # the songs in force, read once for both steps
-    if retrain or first_model_wanted(layout, songs):
-        retrain_if_better(layout, ingest, songs, report, train_config or TrainConfig(), cluster)
+    train_config = train_config or TrainConfig()
+    plan = first_model_plan(layout, songs)
+    model = None
+    if retrain or plan == "train":
+        retrain_if_better(layout, ingest, songs, report, train_config, cluster, pretrain_first=pretrain)
         clock.lap("train")
-    update_index(layout, ingest, songs, report, index_config, local_max_tiles, cluster, clock)
+    elif plan == "pretrain":  # nothing to learn genres from, nothing indexed: learn from the songs alone
+        model = ModelInUse.of_run(layout, ingest, pretrain_on(layout, ingest, report, train_config, cluster))
+        clock.lap("pretrain")
+    update_index(layout, ingest, songs, report, index_config, local_max_tiles, cluster, clock, model)
     report.ingest_version = ingest.version
     report.pruned = prune(layout, keep) + collect_garbage(layout, GC_GRACE)
     clock.lap("retention")
@@ -292,6 +333,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="decode earlier failures again even if unchanged")
     parser.add_argument("--retrain", action="store_true",
                         help="train a new model first; publish it only if valid song accuracy is not worse")
+    parser.add_argument("--pretrain", action="store_true",
+                        help="with --retrain: pretrain on every song of the grown catalogue first and train the "
+                             "candidate from it (published only if not worse, as any candidate)")
     parser.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs, help="epochs of a --retrain run")
     parser.add_argument("--keep", type=positive_int, default=3, help="versions of ingest and index to keep")
     parser.add_argument("--files-per-task", type=positive_int, default=IngestConfig.files_per_task,
@@ -307,6 +351,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def from_args(args: argparse.Namespace) -> NightlyReport:
     return run_nightly(
         args.catalogue, args.root, labels=args.labels, retry_failed=args.retry_failed, retrain=args.retrain,
+        pretrain=args.pretrain,
         keep=args.keep, ingest_config=IngestConfig(files_per_task=args.files_per_task, max_duration_s=args.max_duration * 3600), use_gpu=args.use_gpu,
         address=args.address, local_max_tiles=args.local_max_tiles, train_config=TrainConfig(epochs=args.epochs),
     )

@@ -302,10 +302,30 @@ def test_the_first_night_of_a_new_root_runs_the_whole_chain(ray_local, tmp_path)
     assert pointers(root) == (first.ingest_version, first.index_version)
 
 
-def test_the_first_night_without_labels_ingests_and_says_why_it_stops(ray_local, tmp_path, caplog):
+def test_the_first_night_without_labels_pretrains_and_indexes_for_similar_songs(ray_local, tmp_path, caplog):
     catalogue, root = tmp_path / "catalogue", str(tmp_path / "root")
-    write_demo_catalogue(catalogue, n_songs=4, seed=5, min_duration_s=8.0, max_duration_s=9.0)
-    report = run_nightly(str(catalogue), root, labels="none")
-    assert report.published == ["ingest"] and report.index_version is None
+    write_demo_catalogue(catalogue, n_songs=6, seed=5, min_duration_s=8.0, max_duration_s=9.0)
+    one_epoch = dataclasses.replace(TrainConfig(), epochs=1, batch_size=4)
+    report = run_nightly(str(catalogue), root, labels="none", train_config=one_epoch)
+    assert report.published == ["ingest", "pretrain", "index"], report.summary()
     assert "fewer than two labelled genres" in caplog.text
+    layout = RootLayout(root)
+    manifest = read_json(layout.index_manifest(report.index_version))
+    assert "-pretrain-" in manifest["model_run"] and "self-supervised" in manifest["genres"]
     assert published_ingest(root).manifest.labels == "none"
+    again = run_nightly(str(catalogue), root, train_config=one_epoch)  # the index's run stays in force
+    assert again.published == [] and again.model_run == manifest["model_run"]
+
+
+def test_retrain_can_pretrain_on_the_grown_catalogue_first(ray_local, tmp_path):
+    from genre_batch.checkpoint import load_checkpoint_state
+
+    catalogue, root = tmp_path / "catalogue", str(tmp_path / "root")
+    write_demo_catalogue(catalogue, n_songs=12, seed=4, min_duration_s=8.0, max_duration_s=9.0)
+    report = run_nightly(str(catalogue), root, retrain=True, pretrain=True,
+                         train_config=dataclasses.replace(TrainConfig(), epochs=1, batch_size=4))
+    assert report.published[:2] == ["ingest", "pretrain"] and "index" in report.published, report.summary()
+    candidate = [run for run in (tmp_path / "root" / "models").iterdir() if run.name.endswith("-init")]
+    assert len(candidate) == 1
+    state = load_checkpoint_state(str(candidate[0] / "model.pt"))
+    assert "-pretrain-" in state["extra"]["train_config"]["init"]  # the candidate started from the pretrain run
