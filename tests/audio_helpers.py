@@ -33,6 +33,25 @@ def encode(samples: np.ndarray, sample_rate: int, format: str, subtype: str | No
     return buffer.getvalue()
 
 
+def encode_aac_m4a(samples: np.ndarray, sample_rate: int) -> bytes:
+    """[n] or [n, channels] float32 -> AAC in an MP4 (.m4a) container, with PyAV's FFmpeg."""
+    import av
+
+    planar = samples[None, :] if samples.ndim == 1 else np.ascontiguousarray(samples.T)
+    layout = "mono" if planar.shape[0] == 1 else "stereo"
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="ipod") as container:
+        stream = container.add_stream("aac", rate=sample_rate)
+        stream.layout = layout
+        frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=layout)
+        frame.sample_rate = sample_rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()
+
+
 def write_audio(
     path: Path, samples: np.ndarray, sample_rate: int, format: str, subtype: str | None = None
 ) -> bytes:

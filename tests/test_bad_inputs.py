@@ -16,7 +16,7 @@ import soundfile
 from genre_batch.catalogue import list_catalogue
 from genre_batch.config import FeatureConfig, SplitConfig
 from genre_batch.ingest import read_and_ingest
-from tests.audio_helpers import encode, noisy_sine
+from tests.audio_helpers import encode, encode_aac_m4a, noisy_sine
 
 FEATURES = FeatureConfig()
 SR = 44_100
@@ -60,24 +60,6 @@ def truncated_wav() -> bytes:
     return data[: len(data) * 6 // 10]  # the header promises more than is there
 
 
-def aac_m4a() -> bytes:
-    import av
-
-    samples = tone(8.0).astype(np.float32)
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=SR)
-        stream.layout = "mono"
-        for start in range(0, len(samples), 1024):
-            frame = av.AudioFrame.from_ndarray(samples[None, start : start + 1024], format="fltp", layout="mono")
-            frame.sample_rate = SR
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buffer.getvalue()
-
-
 def png_bytes() -> bytes:
     import matplotlib
 
@@ -106,7 +88,7 @@ ZOO: dict[str, tuple[str, Callable[[], bytes], tuple[str, str]]] = {
     "Opus": ("tone.opus", lambda: encode(tone(8.0, 48_000), 48_000, "OGG", "OPUS"), (SONG, "")),
     "FLAC 96 kHz 24-bit": ("hires.flac", lambda: encode(tone(8.0, 96_000), 96_000, "FLAC", "PCM_24"), (SONG, "")),
     "6-channel WAV": ("surround.wav", lambda: encode(tone(8.0, channels=6), SR, "WAV"), (SONG, "")),
-    "AAC in m4a": ("tone.m4a", aac_m4a, (SONG, "")),
+    "AAC in m4a": ("tone.m4a", lambda: encode_aac_m4a(tone(8.0), SR), (SONG, "")),
     "20-minute 8 kHz WAV": ("long.wav", lambda: encode(tone(1200.0, 8_000), 8_000, "WAV"), (SONG, "")),
     "exactly the minimum length": ("short-ok.wav", lambda: encode(tone(3.05), SR, "WAV"), (SONG, "")),
     "truncated WAV header": ("cut.wav", truncated_wav, (SONG, "")),

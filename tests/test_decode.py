@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from tests.audio_helpers import dominant_frequency, encode, magnitude_at, sine, write_audio
+from tests.audio_helpers import dominant_frequency, encode, encode_aac_m4a, magnitude_at, sine, write_audio
 from genre_batch.decode import decode_audio, is_audio_path, to_mono
 from genre_batch.errors import AudioDecodeError, GenreBatchError
 
@@ -146,30 +146,11 @@ def test_is_audio_path(path: str, expected: bool) -> None:
     assert is_audio_path(path) is expected
 
 
-def _encode_aac_m4a(samples: np.ndarray, sample_rate: int) -> bytes:
-    """[n] or [n, channels] float32 -> AAC in an MP4 (.m4a) container, with PyAV's FFmpeg."""
-    import av
-
-    planar = samples[None, :] if samples.ndim == 1 else np.ascontiguousarray(samples.T)
-    layout = "mono" if planar.shape[0] == 1 else "stereo"
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="ipod") as container:
-        stream = container.add_stream("aac", rate=sample_rate)
-        stream.layout = layout
-        frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=layout)
-        frame.sample_rate = sample_rate
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("channels", [1, 2])
 def test_pyav_fallback_decodes_aac_m4a(channels: int) -> None:
     tone = sine(TONE_HZ, DURATION_S, 44_100, AMPLITUDE)
     samples = tone if channels == 1 else np.stack([tone, np.zeros_like(tone)], axis=1)
-    data = _encode_aac_m4a(samples, 44_100)
+    data = encode_aac_m4a(samples, 44_100)
     with pytest.raises(soundfile.LibsndfileError):  # the precondition: libsndfile cannot read it
         soundfile.read(io.BytesIO(data))
 

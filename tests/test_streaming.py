@@ -16,7 +16,7 @@ from genre_batch import decode, ingest
 from genre_batch.config import FeatureConfig, SplitConfig
 from genre_batch.decode import stream_audio, to_mono
 from genre_batch.features import MelStream, featurise, mel_power, tiles_of_stream
-from tests.audio_helpers import catalogue_file, noisy_sine
+from tests.audio_helpers import catalogue_file, encode_aac_m4a, noisy_sine
 
 FEATURES = FeatureConfig()
 SR = FEATURES.sample_rate
@@ -99,19 +99,7 @@ def test_the_cap_stops_the_decoder_and_keeps_the_files_own_duration():
 def test_the_pyav_fallback_streams_too():
     av = pytest.importorskip("av")
     rate, seconds = 44_100, 1.5 * decode.BLOCK_SECONDS
-    tone = noisy_sine(440.0, seconds, rate)
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=rate)
-        stream.layout = "mono"
-        for start in range(0, len(tone), 1024):
-            frame = av.AudioFrame.from_ndarray(tone[None, start : start + 1024], format="fltp", layout="mono")
-            frame.sample_rate = rate
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    data = buffer.getvalue()
+    data = encode_aac_m4a(noisy_sine(440.0, seconds, rate), rate)
     info, sink = stream_audio(lambda: io.BytesIO(data), name="x.m4a", target_sample_rate=SR, sink=Blocks)
     assert info.decoder == "pyav" and len(sink.parts) >= 2
     with av.open(io.BytesIO(data)) as container:  # the reference: every frame at once
