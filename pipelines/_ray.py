@@ -61,6 +61,11 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
     quiet_ray_data()
     resources = ray.cluster_resources()
+    # Ray Data reads Parquet footers with a pool of actors, 32 by default whatever the cluster
+    # (~200 MB each: on 2 cores the index's workers summed 7.8 GB for 250 shards,
+    # benchmarks/scale.py); here one per CPU (the footers are small reads; their speed with fewer
+    # actors is not measured yet).
+    os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(max(2, min(32, int(resources.get("CPU", 2))))))
     logger.info(
         "Ray: %s CPUs, %s GPUs (%s)",
         int(resources.get("CPU", 0)),

@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,10 +32,10 @@ from genre_batch.layout import RootLayout
 from genre_batch.models import MODEL_REGISTRY
 from genre_batch.storage import check_version_name, join, pyarrow_filesystem, upload_file, write_json
 from genre_batch.tables import read_frame
+from pipelines.train import CHECKPOINT_FILE
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "model.pt"
 # Pretraining reads every tile into the object store; beyond this share of it, it says so.
 IN_MEMORY_SHARE = 0.5
 
@@ -58,13 +57,12 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     import ray
     import ray.train
     import torch
-    from ray.train import Checkpoint
     from ray.train.torch import get_device, prepare_model
 
-    from genre_batch.checkpoint import load_checkpoint_state, save_checkpoint
     from genre_batch.contrastive import pair_plan, shard_of
     from genre_batch.pretraining import PretrainLoop
     from genre_batch.tiles import tiles_from_binary
+    from pipelines.train import report_epoch, resume_from_checkpoint
 
     progress = logging.getLogger("genre_batch.pretrain")
     progress.setLevel(logging.INFO)
@@ -79,12 +77,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     tiles_column = table.column("tile")
     loop = PretrainLoop(train_config, features, device=get_device(), seed=train_config.seed + rank,
                         wrap_model=prepare_model)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            loop.restore(load_checkpoint_state(os.path.join(directory, CHECKPOINT_FILE)))
-        if rank == 0:
-            progress.info("resuming from epoch %d", loop.start_epoch)
+    resume_from_checkpoint(loop, rank, progress)
 
     def tiles_of(picks: list[tuple[str, int]]) -> torch.Tensor:
         blobs = [tiles_column[int(rows[song][index])].as_py() for song, index in picks]
@@ -99,12 +92,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
             progress.info("epoch %d/%d: contrastive loss %.3f over batches of %.0f songs | %.0f tiles/s",
                           metrics["epoch"], train_config.epochs, metrics["train_loss"], metrics["songs_per_batch"],
                           metrics["tiles_per_s"])
-        with tempfile.TemporaryDirectory() as directory:
-            report_checkpoint = None
-            if rank == 0:
-                save_checkpoint(loop.checkpoint_state(epoch, metrics), os.path.join(directory, CHECKPOINT_FILE))
-                report_checkpoint = Checkpoint.from_directory(directory)
-            ray.train.report(metrics, checkpoint=report_checkpoint)
+        report_epoch(loop, epoch, metrics, rank)
 
 
 def tiles_in_object_store(ingest: IngestVersion) -> Any:

@@ -21,7 +21,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -60,15 +60,50 @@ def tile_batch_collator(features: FeatureConfig, label_ids: dict[str, int], song
     return TileBatchCollator()
 
 
+class ResumableLoop(Protocol):
+    start_epoch: int
+
+    def restore(self, state: dict[str, Any]) -> None: ...
+
+    def checkpoint_state(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]: ...
+
+
+def resume_from_checkpoint(loop: ResumableLoop, rank: int, progress: logging.Logger) -> None:
+    """In a Ray Train worker: continue ``loop`` from the run's latest checkpoint, if it has one."""
+    import ray.train
+
+    from genre_batch.checkpoint import load_checkpoint_state
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            loop.restore(load_checkpoint_state(os.path.join(directory, CHECKPOINT_FILE)))
+        if rank == 0:
+            progress.info("resuming from epoch %d", loop.start_epoch)
+
+
+def report_epoch(loop: ResumableLoop, epoch: int, metrics: dict[str, float], rank: int) -> None:
+    """In a Ray Train worker: report an epoch's metrics, with rank 0's checkpoint of it."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    from genre_batch.checkpoint import save_checkpoint
+
+    with tempfile.TemporaryDirectory() as directory:
+        report_checkpoint = None
+        if rank == 0:
+            save_checkpoint(loop.checkpoint_state(epoch, metrics), os.path.join(directory, CHECKPOINT_FILE))
+            report_checkpoint = Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=report_checkpoint)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train's worker function: the library's ``TrainLoop`` fed from this worker's dataset
     shards, a DDP model, a checkpoint reported by rank 0 every epoch."""
     import ray.train
     import torch
-    from ray.train import Checkpoint
     from ray.train.torch import get_device, prepare_model
 
-    from genre_batch.checkpoint import load_checkpoint_state, save_checkpoint
     from genre_batch.training import TrainLoop
 
     # Ray Train V2 echoes a worker's print() twice; its log records reach the driver once.
@@ -83,12 +118,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     loop = TrainLoop(train_config, config["features"], config["labels"], device=get_device(),
                      seed=train_config.seed + rank, wrap_model=prepare_model, valid_songs=config["valid_songs"],
                      band_stats=config.get("band_stats"), init_state=config.get("init_state"))
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            loop.restore(load_checkpoint_state(os.path.join(directory, CHECKPOINT_FILE)))
-        if rank == 0:
-            progress.info("resuming from epoch %d", loop.start_epoch)
+    resume_from_checkpoint(loop, rank, progress)
     collate = tile_batch_collator(config["features"], loop.label_ids, loop.song_rows)
     # --batch-size is the global batch: each of N workers takes 1/N of it, so N workers make
     # the same optimiser steps as one (DDP averages their gradients) and reach the same quality.
@@ -103,12 +133,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics = loop.run_epoch(epoch, train_batches, valid_batches)
         if rank == 0:
             progress.info("%s", loop.describe(metrics))
-        with tempfile.TemporaryDirectory() as directory:
-            report_checkpoint = None
-            if rank == 0:
-                save_checkpoint(loop.checkpoint_state(epoch, metrics), os.path.join(directory, CHECKPOINT_FILE))
-                report_checkpoint = Checkpoint.from_directory(directory)
-            ray.train.report(metrics, checkpoint=report_checkpoint)
+        report_epoch(loop, epoch, metrics, rank)
         if loop.should_stop():  # every worker has the same summed scores, so all stop together
             if rank == 0:
                 progress.info("stopping early: %d epochs without a better %s", train_config.patience,
