@@ -84,11 +84,9 @@ class IndexReport:
     seconds: float
 
     def summary(self) -> str:
-        return (
-            f"index {self.version}: {self.songs} songs indexed with model {self.model_run}; "
-            f"unknown threshold {self.threshold:.3f} ({self.unknown} songs answered 'unknown') "
-            f"in {self.seconds:.1f}s"
-        )
+        genres = ("no genres (a pretrain run: every song 'unknown')" if self.threshold >= NO_GENRES_THRESHOLD
+                  else f"unknown threshold {self.threshold:.3f} ({self.unknown} songs answered 'unknown')")
+        return f"index {self.version}: {self.songs} songs indexed with model {self.model_run}; {genres} in {self.seconds:.1f}s"
 
 
 def prediction_rows(frame: pd.DataFrame, labels: list[str], threshold: float) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from genre_batch.artifacts import IngestVersion, publish_ingest_version
 from genre_batch.catalogue import CatalogueFile, list_catalogue
 from genre_batch.config import FeatureConfig, IngestConfig, SplitConfig
 from genre_batch.entry import positive_int
-from genre_batch.errors import GenreBatchError
+from genre_batch.errors import GenreBatchError, StorageError
 from genre_batch.ingest import catalogue_file_from_record, catalogue_record, error_row, ingest_group
 from genre_batch.layout import RootLayout
 from genre_batch.storage import check_writable, new_version
@@ -70,10 +70,15 @@ def ingest_batch(
     """Ray UDF: a batch of catalogue records -> one tile shard + one JSON outcome per file.
 
     Arrow batches, not pandas: pandas turns a missing artist or label into NaN (a float),
-    Arrow's ``to_pylist`` keeps it None."""
+    Arrow's ``to_pylist`` keeps it None. A failure of the store comes back as one ``fatal``
+    row (its message), not as a failed task: the driver stops at once, and a task that failed
+    is left for what dies (``ingest_one_by_one``)."""
     files = [catalogue_file_from_record(record) for record in batch.to_pylist()]
-    songs, errors = ingest_group(files, tiles_dir, shard_prefix, FeatureConfig.from_dict(features),
-                                 SplitConfig.from_dict(splits), labels_from_tags, max_duration_s)
+    try:
+        songs, errors = ingest_group(files, tiles_dir, shard_prefix, FeatureConfig.from_dict(features),
+                                     SplitConfig.from_dict(splits), labels_from_tags, max_duration_s)
+    except StorageError as exc:
+        return pa.table({"kind": ["fatal"], "record": [json.dumps({"message": str(exc)})]})
     return pa.table({"kind": ["song"] * len(songs) + ["error"] * len(errors),
                      "record": [json.dumps(row) for row in songs + errors]})
 
@@ -118,9 +123,16 @@ def ingest_stage(
             batch_format="pyarrow",
             fn_kwargs=fn_kwargs,
             max_retries=TASK_RETRIES,
-        ).take_all()
-    songs = [json.loads(o["record"]) for o in outcomes if o["kind"] == "song"]
-    errors = [json.loads(o["record"]) for o in outcomes if o["kind"] == "error"]
+        )
+        songs: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        # Batch by batch as tasks finish: the first failure of the store ends the job at once.
+        table: Any
+        for table in outcomes.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for kind, record in zip(table["kind"].to_pylist(), table["record"].to_pylist()):
+                if kind == "fatal":
+                    raise StorageError(json.loads(record)["message"])
+                (songs if kind == "song" else errors).append(json.loads(record))
     done = {row["path"] for row in songs + errors}
     lost = [file for file in files if file.uri not in done]
     if lost:
@@ -154,6 +166,8 @@ def ingest_one_by_one(files: list[CatalogueFile], fn_kwargs: dict[str, Any]) -> 
         except RayTaskError:
             raise  # an error of ours (a StorageError): the job's, as from the dataset
         for kind, record in zip(table["kind"].to_pylist(), table["record"].to_pylist()):
+            if kind == "fatal":
+                raise StorageError(json.loads(record)["message"])
             (songs if kind == "song" else errors).append(json.loads(record))
     return songs, errors
 

@@ -420,9 +420,7 @@ def test_every_published_file_is_listed_with_its_size_and_checksum_and_verify_pa
 @pytest.mark.parametrize("relative, command", [
     ("index/{index}/songs.ann", ["similar", "--song", "SONG"]),
     ("index/{index}/predictions.parquet", ["similar", "--song", "SONG"]),
-    ("index/{index}/manifest.json", ["similar", "--song", "SONG"]),
     ("index/{index}/model.pt", ["similar", "--song", "SONG"]),
-    ("ingest/{ingest}/songs.parquet", ["baseline"]),
     ("ingest/{ingest}/errors.parquet", ["baseline"]),
     ("ingest/{ingest}/manifest.json", ["baseline"]),
     (None, ["baseline"]),  # a tile shard

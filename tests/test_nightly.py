@@ -288,20 +288,6 @@ def test_run_reports_and_runs_table(grown, capsys):
     assert len(versions) <= 3 and latest_version(layout.index_area, "index") in versions
 
 
-def test_the_first_night_of_a_new_root_runs_the_whole_chain(ray_local, tmp_path):
-    """A schedule set up on an empty root works from its first night: ingest, a first model (there
-    are labels), the index; the second night is incremental and finds nothing to do."""
-    catalogue, root = tmp_path / "catalogue", str(tmp_path / "root")
-    write_demo_catalogue(catalogue, n_songs=12, seed=4, min_duration_s=8.0, max_duration_s=9.0)
-    first = run_nightly(str(catalogue), root, train_config=dataclasses.replace(TrainConfig(), epochs=1))
-    assert first.published == ["ingest", "model", "index"], first.summary()
-    assert first.counts["new"] == len(list(catalogue.rglob("*.mp3"))) and first.model_run and first.index_version
-    assert latest_version(RootLayout(root).models_area, "model") == first.model_run
-    again = run_nightly(str(catalogue), root)
-    assert again.published == [] and again.counts["new"] == 0
-    assert pointers(root) == (first.ingest_version, first.index_version)
-
-
 def test_the_first_night_without_labels_pretrains_and_indexes_for_similar_songs(ray_local, tmp_path, caplog):
     catalogue, root = tmp_path / "catalogue", str(tmp_path / "root")
     write_demo_catalogue(catalogue, n_songs=6, seed=5, min_duration_s=8.0, max_duration_s=9.0)
@@ -317,15 +303,21 @@ def test_the_first_night_without_labels_pretrains_and_indexes_for_similar_songs(
     assert again.published == [] and again.model_run == manifest["model_run"]
 
 
-def test_retrain_can_pretrain_on_the_grown_catalogue_first(ray_local, tmp_path):
+def test_the_first_night_of_a_new_root_runs_the_whole_chain_pretraining_first(ray_local, tmp_path):
+    """A schedule set up on an empty root works from its first night: ingest, a pretrain run on
+    every song (--retrain --pretrain), a first model started from it (there are labels), the
+    index; the second night is incremental and finds nothing to do."""
     from genre_batch.checkpoint import load_checkpoint_state
 
     catalogue, root = tmp_path / "catalogue", str(tmp_path / "root")
     write_demo_catalogue(catalogue, n_songs=12, seed=4, min_duration_s=8.0, max_duration_s=9.0)
-    report = run_nightly(str(catalogue), root, retrain=True, pretrain=True,
-                         train_config=dataclasses.replace(TrainConfig(), epochs=1, batch_size=4))
-    assert report.published[:2] == ["ingest", "pretrain"] and "index" in report.published, report.summary()
-    candidate = [run for run in (tmp_path / "root" / "models").iterdir() if run.name.endswith("-init")]
-    assert len(candidate) == 1
-    state = load_checkpoint_state(str(candidate[0] / "model.pt"))
-    assert "-pretrain-" in state["extra"]["train_config"]["init"]  # the candidate started from the pretrain run
+    one_epoch = dataclasses.replace(TrainConfig(), epochs=1, batch_size=4)
+    first = run_nightly(str(catalogue), root, retrain=True, pretrain=True, train_config=one_epoch)
+    assert first.published == ["ingest", "pretrain", "model", "index"], first.summary()
+    assert first.counts["new"] == len(list(catalogue.rglob("*.mp3"))) and first.model_run and first.index_version
+    assert latest_version(RootLayout(root).models_area, "model") == first.model_run
+    state = load_checkpoint_state(str(tmp_path / "root" / "models" / first.model_run / "model.pt"))
+    assert "-pretrain-" in state["extra"]["train_config"]["init"]  # the model started from the pretrain run
+    again = run_nightly(str(catalogue), root, train_config=one_epoch)
+    assert again.published == [] and again.counts["new"] == 0
+    assert pointers(root) == (first.ingest_version, first.index_version)

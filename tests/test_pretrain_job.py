@@ -88,7 +88,7 @@ def test_a_catalogue_without_labels_is_indexed_and_searched_with_a_pretrain_run(
     assert "self-supervised" in manifest["genres"] and "train --init ssl" in manifest["genres"]
     predictions = pd.read_parquet(layout.predictions_table(version))
     assert len(predictions) == 10 and (predictions["genre"] == "unknown").all()
-    capsys.readouterr()
+    assert "no genres (a pretrain run" in capsys.readouterr().out
     song = predictions["song_id"].iloc[0]
     assert main(["similar", "--root", unlabelled, "--song", song, "-k", "3", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
