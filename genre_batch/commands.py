@@ -46,7 +46,8 @@ def _job(module_name: str, help_text: str) -> Command:
 COMMANDS.update(
     {
         "ingest": _job("ingest", "decode a catalogue into tiles + songs + errors tables (Ray Data)"),
-        "train": _job("train", "train the tile CNN on the published tiles (Ray Train)"),
+        "train": _job("train", "train a genre model (a family of genre_batch/models/, crnn by default) on the "
+                               "published tiles (Ray Train)"),
         "pretrain": _job("pretrain", "self-supervised training on every song's tiles, labelled or not (Ray Train)"),
         "index": _job("index", "embed every song, decide genres, build and publish the Annoy index"),
         "nightly": _job("nightly", "bring tiles, predictions and the index up to date with a grown catalogue"),

@@ -9,7 +9,7 @@ on the valid and test songs (tile and song accuracy, per genre, confusion matrix
 and the run is published as ``models/LATEST``. Training runs on GPUs when the cluster has
 them (``--cpu`` / ``--gpu`` insist).
 
-    python -m pipelines.train --root URI [--model cnn] [--epochs N] [--workers N] [--gpu | --cpu]
+    python -m pipelines.train --root URI [--model crnn] [--epochs N] [--workers N] [--gpu | --cpu]
 """
 
 from __future__ import annotations
