@@ -65,16 +65,8 @@ def child(mode: str, path: str) -> dict[str, float]:
     import numpy as np
 
     from genre_batch.config import FeatureConfig, ModelConfig, SplitConfig
-    from genre_batch.ingest import (
-        DEFAULT_MAX_DURATION_S,
-        content_hash_of_source,
-        opener_of,
-        read_and_ingest,
-        write_tile_shard,
-    )
+    from genre_batch.ingest import content_hash_of_source, opener_of, read_and_ingest, tiles_of_file, write_tile_shard
     from genre_batch.catalogue import CatalogueFile
-    from genre_batch.decode import stream_audio
-    from genre_batch.features import MelStream, tiles_of_stream
     from genre_batch.answers import read_audio_source
     from genre_batch.models import build_model
     from genre_batch.inference import infer_tiles
@@ -99,10 +91,7 @@ def child(mode: str, path: str) -> dict[str, float]:
     else:
         source = read_audio_source(path)
         content_hash_of_source(source)
-        _, mel = stream_audio(opener_of(source), name=path, target_sample_rate=features.sample_rate,
-                              sink=lambda: MelStream(features),
-                              max_samples=round(DEFAULT_MAX_DURATION_S * features.sample_rate))
-        song_tiles = tiles_of_stream(mel.finish(), features)
+        _, song_tiles = tiles_of_file(opener_of(source), features, path)
         outputs = infer_tiles(model, song_tiles.tiles)
         np.asarray(outputs.probs).mean(axis=0)
         tiles = len(song_tiles)

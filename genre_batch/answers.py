@@ -21,15 +21,15 @@ from genre_batch import metrics as m
 from genre_batch import schemas
 from genre_batch.artifacts import IndexVersion, IngestVersion, load_ingest_version, published_index
 from genre_batch.config import ensure_same_features
-from genre_batch.decode import stream_audio
 from genre_batch.errors import DamagedFileError, GenreBatchError
 from genre_batch.evaluation import split_metrics
-from genre_batch.features import MelStream, tiles_of_stream
 from genre_batch.index import SongIndex, UnknownSongError, centre_vectors, cosine_spread, recall_at_k
 from genre_batch.playlist import Playlist, make_playlist, resolve_history
 from genre_batch.decision import SongDecision, rule_scores
 from genre_batch.pooling import UNKNOWN, VOTE_FLOOR, GenreDecision, decide_genre, pool_song, tile_votes
-from genre_batch.ingest import DEFAULT_MAX_DURATION_S, IN_MEMORY_BYTES, FileSource, content_hash_of_source, opener_of
+from genre_batch.ingest import (
+    DEFAULT_MAX_DURATION_S, IN_MEMORY_BYTES, FileSource, content_hash_of_source, opener_of, tiles_of_file,
+)
 from genre_batch.storage import (
     FileSum,
     download_file,
@@ -198,9 +198,7 @@ class PublishedIndex:
         config = self.version.feature_config
         source = read_audio_source(uri)
         content_hash = content_hash_of_source(source)
-        _, mel = stream_audio(opener_of(source), name=uri, target_sample_rate=config.sample_rate,
-                              sink=lambda: MelStream(config), max_samples=round(max_duration_s * config.sample_rate))
-        tiles = tiles_of_stream(mel.finish(), config, name=uri)
+        _, tiles = tiles_of_file(opener_of(source), config, uri, max_duration_s)
         outputs = self.model.outputs(tiles.tiles)
         song_probs, embedding = pool_song(outputs.probs, outputs.embeddings)
         # The index's rule, so a catalogue file gets the genre the index gave it.

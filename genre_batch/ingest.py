@@ -29,12 +29,12 @@ from fsspec.implementations.local import LocalFileSystem
 from genre_batch import schemas
 from genre_batch.catalogue import CatalogueFile
 from genre_batch.config import FeatureConfig, IngestConfig, SplitConfig
-from genre_batch.decode import Opener, stream_audio
+from genre_batch.decode import AudioInfo, Opener, stream_audio
 from genre_batch.errors import AudioDecodeError, AudioSilentError, AudioTooShortError, StorageError
 from genre_batch.features import MelStream, SongTiles, tiles_of_stream
 from genre_batch.labels import read_tags
 from genre_batch.splits import assign_split, split_key
-from genre_batch.storage import FileSum, filesystem, is_local, join, store_failure
+from genre_batch.storage import FileSum, filesystem, is_local, join, store_failure, sum_of_stream
 from genre_batch.tables import read_table, write_table
 from genre_batch.tiles import TILES_SUM
 
@@ -66,8 +66,6 @@ def error_row(file: CatalogueFile, stage: str, exc: BaseException, content_hash:
 
 # Files up to this size are read in one request and decoded from memory; bigger ones stream.
 IN_MEMORY_BYTES = 32 * 2**20
-# Bytes per read when hashing a streamed file.
-HASH_BLOCK_BYTES = 8 * 2**20
 DEFAULT_MAX_DURATION_S = IngestConfig.max_duration_s
 
 FileSource = bytes | Opener  # the file's bytes, or a function that opens it
@@ -81,14 +79,21 @@ def opener_of(source: FileSource) -> Opener:
 
 
 def content_hash_of_source(source: FileSource) -> str:
-    """sha256 of the file's bytes, read ``HASH_BLOCK_BYTES`` at a time when it is streamed."""
+    """sha256 of the file's bytes (a block at a time when it is streamed)."""
     if isinstance(source, (bytes, bytearray)):
         return hashlib.sha256(source).hexdigest()
-    digest = hashlib.sha256()
     with source() as handle:
-        while block := handle.read(HASH_BLOCK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
+        return sum_of_stream(handle).sha256
+
+
+def tiles_of_file(opener: Opener, features: FeatureConfig, name: str,
+                  max_duration_s: float = DEFAULT_MAX_DURATION_S) -> tuple[AudioInfo, SongTiles]:
+    """The one path from a file to its tiles (ingest, ``classify``, ``similar --audio``): streamed
+    decoding of its first ``max_duration_s`` into a ``MelStream``, then tiles. Raises
+    ``AudioDecodeError`` (no decoder reads it), ``AudioTooShortError`` / ``AudioSilentError``."""
+    audio, mel = stream_audio(opener, name=name, target_sample_rate=features.sample_rate,
+                              sink=lambda: MelStream(features), max_samples=round(max_duration_s * features.sample_rate))
+    return audio, tiles_of_stream(mel.finish(), features, name=name)
 
 
 def ingest_file(
@@ -105,13 +110,9 @@ def ingest_file(
     content_hash = content_hash_of_source(data)
     opener = opener_of(data)
     try:
-        audio, mel = stream_audio(opener, name=file.relative_path, target_sample_rate=features.sample_rate,
-                                  sink=lambda: MelStream(features),
-                                  max_samples=round(max_duration_s * features.sample_rate))
+        audio, song_tiles = tiles_of_file(opener, features, file.relative_path, max_duration_s)
     except AudioDecodeError as exc:
         return FileOutcome(error=error_row(file, "decode", exc, content_hash))
-    try:
-        song_tiles = tiles_of_stream(mel.finish(), features, name=file.relative_path)
     except (AudioTooShortError, AudioSilentError) as exc:
         return FileOutcome(error=error_row(file, "featurise", exc, content_hash))
     if audio.truncated:

@@ -18,7 +18,7 @@ import secrets
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 import fsspec
 import pyarrow.fs as pafs
@@ -174,15 +174,25 @@ def read_bytes(uri: str) -> bytes:
         return handle.read()
 
 
-def sha256_of(uri: str, block_bytes: int = 8 * 2**20) -> str:
-    """The sha256 of an object's bytes, read a block at a time (an hours-long file never sits
-    in memory)."""
+# Bytes per read when a file is hashed as a stream.
+HASH_BLOCK_BYTES = 8 * 2**20
+
+
+def sum_of_stream(handle: IO[bytes]) -> "FileSum":
+    """Size and SHA-256 of what an open binary file holds from here on, read a block at a time
+    (an hours-long file never sits in memory)."""
+    digest, size = hashlib.sha256(), 0
+    while block := handle.read(HASH_BLOCK_BYTES):
+        digest.update(block)
+        size += len(block)
+    return FileSum(size, digest.hexdigest())
+
+
+def sha256_of(uri: str) -> str:
+    """The sha256 of an object's bytes, read a block at a time."""
     fs, path = filesystem(uri)
-    digest = hashlib.sha256()
     with storage_errors("read", uri), fs.open(path, "rb") as handle:
-        while block := handle.read(block_bytes):
-            digest.update(block)
-    return digest.hexdigest()
+        return sum_of_stream(handle).sha256
 
 
 def read_text(uri: str, what: str) -> str:
@@ -241,12 +251,8 @@ class FileSum:
 
     @classmethod
     def of_local(cls, path: str) -> "FileSum":
-        digest, size = hashlib.sha256(), 0
         with open(path, "rb") as handle:
-            while block := handle.read(8 * 2**20):
-                digest.update(block)
-                size += len(block)
-        return cls(size, digest.hexdigest())
+            return sum_of_stream(handle)
 
     def to_dict(self) -> dict[str, Any]:
         return {"bytes": self.size, "sha256": self.sha256}
