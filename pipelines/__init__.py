@@ -35,6 +35,7 @@ RAY_LOG_NOISE: tuple[str, ...] = (
     # file becomes a song from what could be decoded, or an error row that says why.
     r"^\[src/libmpg123/",
     r"^Note: (?:Illegal Audio-MPEG-Header|Trying to resync|Skipped \d+ bytes in input)",
+    r"^Warning: Xing stream size off by more than 1%",
 )
 
 # Ray's documented log filter (RAY_DEDUP_LOGS_SKIP_REGEX). A value the user set wins; an empty

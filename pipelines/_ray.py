@@ -49,6 +49,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # On a cluster the job's runtime env (cluster/runtime_env.yaml) and the image set
         # the environment; Ray refuses to merge a driver runtime_env that sets the same
         # env var as the job's ("Failed to merge the Job's runtime env"), so pass none.
+        check_reachable(address)
         with ray_start_errors(f"join the Ray cluster at {address}"):
             ray.init(address=address, **kwargs)
     else:
@@ -72,6 +73,38 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         int(resources.get("GPU", 0)),
         address or "local",
     )
+
+
+REACH_TIMEOUT_S = 5.0
+REACH_ATTEMPTS = 3
+
+
+def check_reachable(address: str) -> None:
+    """A cluster address that nothing listens on is one line within ~15 s (``ray.init`` would
+    keep reconnecting for minutes). ``auto`` / ``local`` and names without a port are Ray's to
+    resolve."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"gcs://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise GenreBatchError(f"--address {address!r}: not host:port, ray://host:port or http://host:port") from None
+    if not host or port is None:
+        return
+    for attempt in range(REACH_ATTEMPTS):
+        try:
+            with socket.create_connection((host, port), timeout=REACH_TIMEOUT_S):
+                return
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            if attempt + 1 < REACH_ATTEMPTS:
+                time.sleep(1.0)
+    raise GenreBatchError(f"could not join the Ray cluster at {address}: nothing answers on {host}:{port} "
+                          f"({reason}, {REACH_ATTEMPTS} tries of {REACH_TIMEOUT_S:g} s); is the head running "
+                          "(`ray start --head`), and is the address right?")
 
 
 @contextmanager
