@@ -127,6 +127,8 @@ class Neighbour:
     genre: str
     genre_source: str  # "label" or "predicted"
     path: str
+    artist: str | None = None
+    title: str | None = None
 
 
 class PublishedIndex:
@@ -195,17 +197,22 @@ class PublishedIndex:
         """Decode and featurise a file exactly as ingest did (streamed: an hours-long file in
         bounded memory, its first ``max_duration_s``), run the model a batch of tiles at a
         time, pool the tiles."""
+        return self.analyse_source(read_audio_source(uri), uri, max_duration_s)
+
+    def analyse_source(self, source: FileSource, name: str,
+                       max_duration_s: float = DEFAULT_MAX_DURATION_S) -> AudioAnswer:
+        """``analyse_audio`` of a file's bytes (an upload) or opener; ``name`` only names it in
+        messages and answers."""
         config = self.version.feature_config
-        source = read_audio_source(uri)
         content_hash = content_hash_of_source(source)
-        _, tiles = tiles_of_file(opener_of(source), config, uri, max_duration_s)
+        _, tiles = tiles_of_file(opener_of(source), config, name, max_duration_s)
         outputs = self.model.outputs(tiles.tiles)
         song_probs, embedding = pool_song(outputs.probs, outputs.embeddings)
         # The index's rule, so a catalogue file gets the genre the index gave it.
         scores = rule_scores(self.song_decision.rule, song_probs[None], tile_votes(outputs.probs).sum(axis=0)[None],
                              np.array([len(tiles)]))[0]
         return AudioAnswer(
-            source=uri,
+            source=name,
             decision=decide_genre(scores, self.model.labels, self.threshold),
             embedding=embedding,
             n_tiles=len(tiles),
@@ -222,7 +229,15 @@ class PublishedIndex:
             genre=row["label"] if has_label else row["genre"],
             genre_source="label" if has_label else "predicted",
             path=row["path"],
+            artist=row["artist"] if isinstance(row["artist"], str) else None,
+            title=self.titles.get(song_id),
         )
+
+    @cached_property
+    def titles(self) -> dict[str, str]:
+        """Song id -> title tag, for the songs that have one."""
+        songs = self.catalogue_songs[self.catalogue_songs["title"].notna()]
+        return dict(zip(songs["song_id"], songs["title"].astype(str)))
 
     def song_id_of(self, song: str) -> str:
         """A song's id from its id, its path or URI, or its path relative to the catalogue."""
@@ -238,12 +253,15 @@ class PublishedIndex:
 
     def similar_to_audio(self, uri: str, k: int = 10) -> tuple[AudioAnswer, list[Neighbour]]:
         answer = self.analyse_audio(uri)
-        # The query itself is excluded when it is in the catalogue (same path or same bytes).
-        same = self.predictions["path"] == normalise_uri(uri)
-        exclude = set(self.predictions.loc[same, "song_id"])
+        return answer, self.similar_to_answer(answer, k, path=normalise_uri(uri))
+
+    def similar_to_answer(self, answer: AudioAnswer, k: int = 10, path: str | None = None) -> list[Neighbour]:
+        """The songs nearest an analysed file. The file itself is excluded when it is in the
+        catalogue (same ``path``, or the same bytes)."""
+        exclude = set(self.predictions.loc[self.predictions["path"] == path, "song_id"]) if path else set()
         exclude |= self.songs_with_hash(answer.content_hash)
         hits = self.index.query_vector(centre_vectors(answer.embedding, self.embedding_mean), k, exclude=exclude)
-        return answer, [self._neighbour(sid, sim) for sid, sim in hits]
+        return [self._neighbour(sid, sim) for sid, sim in hits]
 
     @cached_property
     def ingest(self) -> IngestVersion:
@@ -255,8 +273,13 @@ class PublishedIndex:
         """The catalogue URI the index's songs were ingested from (paths relative to it work)."""
         return self.ingest.manifest.catalogue
 
+    @cached_property
+    def catalogue_songs(self) -> pd.DataFrame:
+        """The ingest's songs table, the columns that answers use (read once per index)."""
+        return read_frame(self.ingest.songs_uri, ["song_id", "content_hash", "relative_path", "title"])
+
     def songs_with_hash(self, content_hash: str) -> set[str]:
-        songs = read_frame(self.ingest.songs_uri, ["song_id", "content_hash"])
+        songs = self.catalogue_songs
         return set(songs.loc[songs["content_hash"] == content_hash, "song_id"])
 
     # ---------------------------------------------------------------- playlists

@@ -51,6 +51,7 @@ COMMANDS.update(
         "pretrain": _job("pretrain", "self-supervised training on every song's tiles, labelled or not (Ray Train)"),
         "index": _job("index", "embed every song, decide genres, build and publish the Annoy index"),
         "nightly": _job("nightly", "bring tiles, predictions and the index up to date with a grown catalogue"),
+        "serve": _job("serve", "the web page and HTTP API over the published index, on Ray Serve"),
         "compare": _job("compare", "train model families over seeds, report them against the MFCC baseline, "
                                    "publish the best on validation"),
     }
@@ -151,6 +152,7 @@ def _classify(args: argparse.Namespace) -> int:
 
     from genre_batch.answers import PublishedIndex, format_decision
     from genre_batch.errors import GenreBatchError
+    from genre_batch.replies import classify_reply
 
     index = PublishedIndex(args.root)
     results, failed = [], 0
@@ -162,7 +164,7 @@ def _classify(args: argparse.Namespace) -> int:
             print(f"error: {uri}: {exc}", file=sys.stderr)
             results.append({"file": uri, "error": str(exc)})
             continue
-        results.append({"file": uri, "n_tiles": answer.n_tiles, **answer.decision.to_dict()})
+        results.append(classify_reply(index, uri, answer))
         if not args.json:
             print(f"{uri}: {format_decision(answer.decision)}")
     if args.json:
@@ -181,21 +183,19 @@ def _similar_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _similar(args: argparse.Namespace) -> None:
-    from dataclasses import asdict
-
     from genre_batch.answers import PublishedIndex, format_decision
+    from genre_batch.replies import similar_audio_reply, similar_song_reply
 
     index = PublishedIndex(args.root)
     if args.song:
         song_id = index.song_id_of(args.song)
         neighbours = index.similar_to_song(song_id, args.k)
         header = f"songs like {song_id} ({index.by_song.loc[song_id, 'path']}):"
-        payload: dict[str, Any] = {"query": {"song_id": song_id}}
+        payload = similar_song_reply(index, song_id, neighbours)
     else:
         answer, neighbours = index.similar_to_audio(args.audio, args.k)
         header = f"songs like {args.audio} [{format_decision(answer.decision)}]:"
-        payload = {"query": {"audio": args.audio, **answer.decision.to_dict()}}
-    payload["neighbours"] = [asdict(n) for n in neighbours]
+        payload = similar_audio_reply(index, args.audio, answer, neighbours)
     lines = [header] + [_song_line(n.similarity, n.song_id, n.genre, n.genre_source, n.path) for n in neighbours]
     _emit(payload, args.json, "\n".join(lines))
 
@@ -234,6 +234,7 @@ def _playlist(args: argparse.Namespace) -> None:
     from genre_batch.answers import PublishedIndex
     from genre_batch.errors import GenreBatchError
     from genre_batch.playlist import parse_history
+    from genre_batch.replies import playlist_reply
     from genre_batch.storage import read_text
 
     history = [(song, 1.0) for song in args.song]
@@ -259,7 +260,7 @@ def _playlist(args: argparse.Namespace) -> None:
     ]
     if not playlist.entries:
         lines.append("  (no songs to choose from: every song of the index is in the history or of unknown genre)")
-    _emit({"index_version": index.version.version, **playlist.to_dict()}, args.json, "\n".join(lines))
+    _emit(playlist_reply(index, playlist), args.json, "\n".join(lines))
 
 
 def _genres_args(parser: argparse.ArgumentParser) -> None:

@@ -134,6 +134,7 @@ def driver_runtime_env(monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setattr(ray, "init", lambda *args, **kwargs: captured.update(kwargs))
     monkeypatch.setattr(ray, "cluster_resources", lambda: {})
     monkeypatch.setattr(_ray, "quiet_ray_data", lambda: None)
+    monkeypatch.setattr(_ray, "check_reachable", lambda address: None)  # nothing listens there
     _ray.ensure_ray(address="ray://captured-not-connected:10001")
     return captured.get("runtime_env") or {}
 
@@ -640,3 +641,19 @@ def test_nightly_entry_point_answers_help() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "--catalogue" in result.stdout and "--root" in result.stdout
+
+
+# ---------------------------------------------------------------- RayService (genre-batch serve)
+def test_rayservice_runs_the_serve_application_with_settings_it_accepts() -> None:
+    manifest = load_yaml(KUBERAY / "rayservice.yaml")
+    assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", "RayService")
+    check_cluster_spec(manifest["spec"]["rayClusterConfig"], "rayservice.yaml")
+    serve_config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    (application,) = serve_config["applications"]
+    module_name, _, attribute = application["import_path"].partition(":")
+    builder = getattr(importlib.import_module(module_name), attribute)
+    args = application["args"]
+    assert args["root"].startswith("s3://YOUR_BUCKET/")
+    built = builder(args)  # the builder's own checks (ServeConfig) pass; nothing is deployed
+    assert type(built).__name__ == "Application"
+    assert serve_config["http_options"]["port"] == 8000
