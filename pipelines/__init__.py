@@ -36,6 +36,9 @@ RAY_LOG_NOISE: tuple[str, ...] = (
     r"^\[src/libmpg123/",
     r"^Note: (?:Illegal Audio-MPEG-Header|Trying to resync|Skipped \d+ bytes in input)",
     r"^Warning: Xing stream size off by more than 1%",
+    # `serve` stopping: Serve's controller is killed while its graceful shutdown is still being
+    # retried; the shutdown has happened (the job's last line says so).
+    r"Task ServeController\.graceful_shutdown failed",
 )
 
 # Ray's documented log filter (RAY_DEDUP_LOGS_SKIP_REGEX). A value the user set wins; an empty

@@ -61,8 +61,8 @@ class ServeReport:
     served_s: float
 
     def summary(self) -> str:
-        return f"served {self.url} ({self.replicas} replicas, index {self.index_version} at start) " \
-               f"for {self.served_s:.0f} s; stopped"
+        replicas = f"{self.replicas} replica{'s' if self.replicas > 1 else ''}"
+        return f"served {self.url} ({replicas}, index {self.index_version} at start) for {self.served_s:.0f} s; stopped"
 
 
 @serve.deployment(name=APP_NAME, max_ongoing_requests=16, health_check_period_s=5)
@@ -136,7 +136,8 @@ def run_serve(config: ServeConfig, address: str | None = None, stop: threading.E
               logging_config={"log_level": "WARNING", "enable_access_log": False})
     url = f"http://{config.host}:{config.port}/"
     logger.info("serving index %s on %s with %d replicas (Ctrl-C stops)", version, url, config.replicas)
-    print(f"serving {url} (index {version}, {config.replicas} replicas); Ctrl-C stops", flush=True)
+    print(f"serving {url} (index {version}, {config.replicas} replica{'s' if config.replicas > 1 else ''}); "
+          "Ctrl-C stops", flush=True)
     started = time.monotonic()
     try:
         stop.wait()
