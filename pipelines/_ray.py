@@ -208,3 +208,33 @@ def failed_blocks_allowed() -> Iterator[None]:
         yield
     finally:
         context.max_errored_blocks = previous
+
+
+@contextmanager
+def train_controller_knows_its_ray() -> Iterator[None]:
+    """Ray Train with this Ray's own address in its controller's environment, inside this block.
+
+    Ray Train's PlacementGroupCleaner (an actor the controller starts) asks the State API about
+    the controller every second. A worker finds that API by ``RAY_ADDRESS``, else by looking for
+    Ray processes on the host; with a second Ray there (another user's, a test's) the lookup
+    fails with "Found multiple active Ray instances" and a 30-line traceback. Ray Train passes
+    the controller a fixed list of variables (``ENV_VARS_TO_PROPAGATE``); ``RAY_ADDRESS`` joins it
+    here, set to the address this driver is connected to, and both are restored afterwards.
+    """
+    from ray.train.v2._internal import constants
+
+    names = constants.ENV_VARS_TO_PROPAGATE
+    added = "RAY_ADDRESS" not in names
+    previous = os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = previous or ray.get_runtime_context().gcs_address
+    names.add("RAY_ADDRESS")
+    try:
+        yield
+    finally:
+        if added:
+            names.discard("RAY_ADDRESS")
+        if previous is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = previous
+

@@ -135,7 +135,7 @@ def fit_pretrain(layout: RootLayout, ingest: IngestVersion, run: str, config: Tr
     from ray.train.torch import TorchTrainer
 
     from genre_batch.checkpoint import load_checkpoint_state
-    from pipelines._ray import cluster_cpus
+    from pipelines._ray import cluster_cpus, train_controller_knows_its_ray
 
     started = time.perf_counter()
     tiles_ref, n_tiles, n_songs = tiles_in_object_store(ingest)
@@ -153,7 +153,8 @@ def fit_pretrain(layout: RootLayout, ingest: IngestVersion, run: str, config: Tr
         run_config=RunConfig(name="ray", storage_path=storage_path, storage_filesystem=storage_fs,
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
-    result = trainer.fit()
+    with train_controller_knows_its_ray():
+        result = trainer.fit()
     if result.error:
         raise GenreBatchError(f"pretraining failed: {result.error}")
     if result.checkpoint is None:

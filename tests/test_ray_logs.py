@@ -7,6 +7,7 @@ Ray's actors print (copied from a real `genre-batch demo` log) between lines of 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -118,3 +119,59 @@ def test_no_advice_to_turn_on_the_progress_bars_we_turned_off(outputs):
 
 def test_an_empty_filter_shows_every_line(outputs):
     assert worker_lines(outputs["off"]) == list(PRINTED_LINES), outputs["off"]
+
+
+# ------------------------------------------------------------------ Ray Train beside another Ray
+TRAIN_DRIVER = """
+import contextlib, time
+from pipelines._ray import ensure_ray, train_controller_knows_its_ray
+ensure_ray(num_cpus=1)
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+def loop(config):
+    time.sleep(4)  # the cleaner asks the State API about its controller every second
+trainer = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=1),
+                       run_config=RunConfig(name="beside", storage_path={storage!r}))
+with (train_controller_knows_its_ray() if {fixed} else contextlib.nullcontext()):
+    trainer.fit()
+print("driver done")
+"""
+
+
+def stop_ray_under(temp_dir: str) -> None:
+    """Stop the Ray whose processes run under this temp dir, and no other (`ray stop` would stop
+    every Ray on the machine)."""
+    import signal
+
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if temp_dir.encode() in cmdline.read_bytes() and int(cmdline.parent.name) != os.getpid():
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+
+
+def test_training_beside_another_ray_prints_no_cleaner_traceback(tmp_path):
+    """With a second Ray on the host, Ray Train's PlacementGroupCleaner found "multiple active
+    Ray instances" and printed a 30-line traceback; given its own Ray's address it does not. The
+    unfixed driver runs beside it, so the test proves the second Ray does trigger it."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "HOME": str(tmp_path), "RAY_AUTH_MODE": "disabled"}
+    other = tempfile.mkdtemp(prefix="gb-other-", dir="/tmp")
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}", "--num-cpus=0",
+                    "--include-dashboard=false", f"--temp-dir={other}"], env=env, check=True, capture_output=True,
+                   timeout=120)
+    try:
+        drivers = {fixed: subprocess.Popen(
+            [sys.executable, "-c", TRAIN_DRIVER.format(storage=str(tmp_path / f"runs-{fixed}"), fixed=fixed)],
+            env={**env, "HOME": str(tmp_path / f"home-{fixed}")}, cwd=REPO, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True) for fixed in (True, False)}
+        printed = {fixed: driver.communicate(timeout=300)[0] for fixed, driver in drivers.items()}
+    finally:
+        stop_ray_under(other)
+    assert "driver done" in printed[True] and "driver done" in printed[False], printed
+    assert "Found multiple active Ray instances" in printed[False], "the second Ray did not trigger it"
+    assert "Found multiple active Ray instances" not in printed[True], printed[True]
+    assert "Traceback" not in printed[True], printed[True]
