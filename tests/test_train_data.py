@@ -4,6 +4,7 @@ when small (genre_batch.training.small_split_blocks)."""
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -67,3 +68,34 @@ def test_the_same_tiles_come_in_one_order_whatever_the_shards(tmp_path):
         return {split: [t for b in bs for t in b.column("tile").to_pylist()] for split, bs in blocks.items()}
 
     assert tiles(one) == tiles(two) == {"train": [b"s1:0", b"s1:1", b"s3:0", b"s3:1", b"s4:0"], "valid": [b"s2:0"]}
+
+
+@pytest.mark.slow
+def test_past_the_drivers_share_ray_data_builds_the_same_cache_and_then_streams(tmp_path, ray_local, monkeypatch):
+    """Bigger caches are built by Ray Data's tasks (the driver holds no tile): the same rows in
+    the same order as the driver's read; past the object store's share, the same rows streamed."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from pipelines import train
+
+    rows = [("s3", 1, "rock", "train"), ("s1", 0, "jazz", "train"), ("s3", 0, "rock", "train"),
+            ("s2", 0, "jazz", "valid"), ("s1", 1, "jazz", "train"), ("s4", 0, None, "train"), ("s5", 0, "rock", "test")]
+    write_shard(tmp_path / "part-b.parquet", rows[:4])
+    write_shard(tmp_path / "part-a.parquet", rows[4:])
+    uris = sorted(str(p) for p in tmp_path.glob("*.parquet"))
+    ingest = SimpleNamespace(tile_uris=uris, feature_config=SimpleNamespace(tile_bytes=4))
+    songs = pd.DataFrame({"split": ["train", "valid", "train", "train"], "label": ["jazz", "jazz", "rock", None],
+                          "n_tiles": [2, 1, 2, 1]})
+
+    def tiles(datasets) -> dict[str, list[bytes]]:
+        return {split: [row["tile"] for row in ds.take_all()] for split, ds in datasets.items()}
+
+    by_driver = tiles(train.tile_datasets(ingest, ["jazz", "rock"], songs))
+    assert by_driver == {"train": [b"s1:0", b"s1:1", b"s3:0", b"s3:1"], "valid": [b"s2:0"]}
+    monkeypatch.setattr(train, "DRIVER_READ_BYTES", 0)
+    assert tiles(train.tile_datasets(ingest, ["jazz", "rock"], songs)) == by_driver
+    monkeypatch.setattr(train, "IN_MEMORY_SHARE", 0.0)
+    streamed = tiles(train.tile_datasets(ingest, ["jazz", "rock"], songs))
+    assert {split: sorted(t) for split, t in streamed.items()} == by_driver
