@@ -276,7 +276,7 @@ class PublishedIndex:
     @cached_property
     def catalogue_songs(self) -> pd.DataFrame:
         """The ingest's songs table, the columns that answers use (read once per index)."""
-        return read_frame(self.ingest.songs_uri, ["song_id", "content_hash", "relative_path", "title"])
+        return read_frame(self.ingest.songs_uri, ["song_id", "content_hash", "relative_path", "title", "label_source"])
 
     def songs_with_hash(self, content_hash: str) -> set[str]:
         songs = self.catalogue_songs

@@ -290,6 +290,74 @@ def _genres(args: argparse.Namespace) -> None:
           f"{counts.get('predicted', 0)} predicted, {counts.get('unknown', 0)} unknown -> {where}", file=sys.stderr)
 
 
+def _tag_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="storage root with a published index")
+    parser.add_argument("--write", action="store_true",
+                        help="write the tags (default: a dry run that lists what would be written and skipped)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--only-missing", dest="replace_all", action="store_false", default=False,
+                       help="write only files with no genre tag (the default)")
+    which.add_argument("--all", dest="replace_all", action="store_true",
+                       help="also replace genre tags that disagree with the index")
+    parser.add_argument("--min-confidence", type=fraction, default=None,
+                        help="write a predicted genre only at this confidence or more (default: the index's "
+                             "unknown threshold)")
+    parser.add_argument("--genre-map", metavar="CSV",
+                        help="model_genre,library_genre per line: the spelling your library uses")
+    parser.add_argument("--undo", metavar="RUN", help="restore the tags that run RUN replaced (tags/RUN.parquet)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _tag(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from genre_batch.answers import PublishedIndex
+    from genre_batch.layout import RootLayout
+    from genre_batch.storage import read_text
+    from genre_batch.tagging import (
+        TagOptions, TagReport, parse_genre_map, plan_tags, remove_temporary_copies, undo_tags, write_tags,
+    )
+
+    layout = RootLayout(args.root)
+    if args.undo:
+        undone = undo_tags(layout, args.undo)
+        _emit(undone.to_dict(), args.json, _tag_text(undone, "restored"))
+        return 0
+    index = PublishedIndex(args.root)
+    genre_map = parse_genre_map(read_text(args.genre_map, "genre map"), args.genre_map) if args.genre_map else {}
+    options = TagOptions(replace_all=args.replace_all, min_confidence=args.min_confidence, genre_map=genre_map)
+    try:
+        plan = plan_tags(index.predictions, index.catalogue_songs, index.threshold, options)
+    finally:
+        remove_temporary_copies()
+    if not args.write:
+        rows = [asdict(row) for row in plan]
+        writes = sum(row.action == "write" for row in plan)
+        lines = [_plan_line(row) for row in plan] + [
+            f"dry run: {writes} files would be tagged, {len(plan) - writes} skipped; nothing was touched (add --write)"]
+        _emit({"dry_run": True, "files": rows}, args.json, "\n".join(lines))
+        return 0
+    report: TagReport = write_tags(layout, plan, index.version.manifest.model_run, index.version.version)
+    _emit(report.to_dict(), args.json, _tag_text(report, "tagged"))
+    return 0
+
+
+def _plan_line(row: Any) -> str:
+    confidence = "" if row.confidence is None else f" {row.confidence:.2f}"
+    return (f"{'would write' if row.action == 'write' else 'skip':<11} {row.relative_path}: "
+            f"{row.current or '(no genre)'} -> {row.new or '-'} [{row.source}{confidence}] {row.reason}")
+
+
+def _tag_text(report: Any, verb: str) -> str:
+    lines = [f"{verb} {row['relative_path']}: {row['old_genre'] or '(no genre)'} -> {row['new_genre'] or '(no genre)'}"
+             for row in report.written]
+    lines += [f"skipped {row.relative_path}: {row.reason}" for row in report.skipped if row.source != "none"
+              or verb == "restored"]
+    lines.append(f"{report.run}: {verb} {len(report.written)} files, skipped {len(report.skipped)}; log {report.log_uri}"
+                 + (f"; undo with `genre-batch tag --root ... --undo {report.run}`" if verb == "tagged" else ""))
+    return "\n".join(lines)
+
+
 def _baseline_args(parser: argparse.ArgumentParser) -> None:
     from genre_batch.baseline import L2, N_MFCC
 
@@ -363,6 +431,8 @@ COMMANDS.update(
                      _playlist_args, _playlist),
         "genres": ("every song's genre as a labels CSV: its label, else the model's genre, else none (unknown)",
                    _genres_args, _genres),
+        "tag": ("write genres into the files' own tags (dry run unless --write), with provenance and --undo",
+                _tag_args, _tag),
     }
 )
 

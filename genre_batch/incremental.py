@@ -11,7 +11,7 @@ file's fault) is always retried.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
@@ -20,6 +20,7 @@ from genre_batch.ingest import rewrite_shard_without
 from genre_batch.layout import RootLayout
 from genre_batch.nulls import null_if_nan
 from genre_batch.storage import FileSum, join, sha256_of
+from genre_batch.tagging import tag_only_change
 from genre_batch.tiles import TILES_SUM
 
 
@@ -31,6 +32,7 @@ class CatalogueDiff:
     removed: list[str] = field(default_factory=list)  # song ids no longer in the catalogue
     unchanged: list[str] = field(default_factory=list)  # song ids kept as they are
     touched: dict[str, CatalogueFile] = field(default_factory=dict)  # song id -> listing (same bytes)
+    retagged: dict[str, str] = field(default_factory=dict)  # song id -> new content hash (tags changed only)
     still_failed: list[str] = field(default_factory=list)  # relative paths whose error row is kept
 
     @property
@@ -64,10 +66,13 @@ def diff_catalogue(
     errors: pd.DataFrame,
     content_hash: Callable[[CatalogueFile], str],
     retry_failed: bool = False,
+    retagged: Mapping[str, str] | None = None,
 ) -> CatalogueDiff:
     """Compare a fresh listing with the published songs and errors tables.
 
-    ``content_hash`` is called only for files whose size or mtime changed.
+    ``content_hash`` is called only for files whose size or mtime changed. ``retagged`` (new
+    hash -> old, from `tag` runs' logs) marks a file whose bytes changed by tag writes alone:
+    its audio, and so its tiles, stay.
     """
     diff = CatalogueDiff()
     known = {row.relative_path: row for row in songs.itertuples(index=False)}
@@ -79,9 +84,13 @@ def diff_catalogue(
         if song is not None:
             if same_listing(song, file):
                 diff.unchanged.append(song.song_id)
-            elif content_hash(file) == song.content_hash:
+            elif (now := content_hash(file)) == song.content_hash:
                 diff.unchanged.append(song.song_id)
                 diff.touched[song.song_id] = file
+            elif retagged and tag_only_change(now, song.content_hash, retagged):
+                diff.unchanged.append(song.song_id)
+                diff.touched[song.song_id] = file
+                diff.retagged[song.song_id] = now
             else:
                 diff.changed.append(file)
             continue
@@ -107,9 +116,10 @@ def carry_over_songs(layout: RootLayout, songs: pd.DataFrame, diff: CatalogueDif
     into the new version without it (the old shard stays: earlier versions still read it)."""
     dropped = set(diff.removed) | {s.song_id for s in diff.changed}
     kept = songs[~songs["song_id"].isin(dropped)].copy()
-    for column in ("mtime", "etag"):  # touched files: same bytes, new listing facts
+    for column in ("mtime", "etag", "size_bytes"):  # touched files: same audio, new listing facts
         kept[column] = [getattr(diff.touched[sid], column) if sid in diff.touched else value
                         for sid, value in zip(kept["song_id"], kept[column])]
+    kept["content_hash"] = [diff.retagged.get(sid, value) for sid, value in zip(kept["song_id"], kept["content_hash"])]
     dirty = set(songs.loc[songs["song_id"].isin(dropped), "tiles_file"])
     sums: dict[str, FileSum] = {}
     for shard in sorted(dirty & set(kept["tiles_file"])):

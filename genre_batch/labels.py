@@ -88,8 +88,14 @@ def read_tags(data: bytes | Callable[[], IO[bytes]]) -> Tags:
     if tagged is None or not tagged.tags:
         return Tags()
 
+    from mutagen.id3 import ID3
+
+    # WAV and AIFF keep ID3 in a chunk, which mutagen's easy mode leaves as plain ID3 frames.
+    frames = {"title": "TIT2", "artist": "TPE1", "genre": "TCON"} if isinstance(tagged.tags, ID3) else {}
+
     def first(key: str) -> str | None:
-        values = tagged.tags.get(key) if hasattr(tagged.tags, "get") else None
+        values = tagged.tags.get(frames.get(key, key)) if hasattr(tagged.tags, "get") else None
+        values = getattr(values, "text", values)
         return str(values[0]).strip() or None if values else None
 
     return Tags(title=first("title"), artist=first("artist"), genre=normalise_label(first("genre")))

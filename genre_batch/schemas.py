@@ -135,6 +135,27 @@ RUNS = pa.schema(
     ]
 )
 
+TAGS = pa.schema(
+    [
+        _field("path", pa.string(), "Full path of the file whose tags were written.", False),
+        _field("relative_path", pa.string(), "Path relative to the catalogue root.", False),
+        _field("song_id", pa.string(), "Song id (joins songs.parquet).", False),
+        _field("format", pa.string(), "Tag format: id3 (mp3), vorbis (ogg, opus, flac), mp4 (m4a) or id3-chunk "
+               "(wav, aiff).", False),
+        _field("old_genre", pa.string(), "Genre tag before the run, null when there was none."),
+        _field("new_genre", pa.string(), "Genre tag the run wrote (after --genre-map); null when an undo removed it."),
+        _field("old_provenance", pa.string(), "GENRE_BATCH provenance tag before the run, if any."),
+        _field("new_provenance", pa.string(), "GENRE_BATCH provenance tag written: run, model, index, source, "
+               "confidence."),
+        _field("source", pa.string(), "label (the song's own label from a CSV or folder), predicted (the model), "
+               "or undo.", False),
+        _field("confidence", pa.float32(), "The index's confidence in a predicted genre; null for labels."),
+        _field("old_content_hash", pa.string(), "SHA-256 of the file's bytes before the write.", False),
+        _field("new_content_hash", pa.string(), "SHA-256 after: nightly reads these to know a tag-only change.", False),
+        _field("new_size_bytes", pa.int64(), "File size after the write.", False),
+    ]
+)
+
 TABLES: Mapping[str, tuple[pa.Schema, str]] = {
     "tiles": (TILES, "`ingest/<version>/tiles/part-*.parquet`: one row per 256x256 tile."),
     "songs": (SONGS, "`ingest/<version>/songs.parquet`: one row per decoded song."),
@@ -144,6 +165,7 @@ TABLES: Mapping[str, tuple[pa.Schema, str]] = {
         "`index/<version>/predictions.parquet`: one row per song: embedding, genre, confidence, Annoy item id.",
     ),
     "runs": (RUNS, "`runs/<run_id>.parquet`: one row per nightly run (read `runs/*.parquet` as one table)."),
+    "tags": (TAGS, "`tags/<run>.parquet`: one row per file whose tags a `tag --write` (or `--undo`) run changed."),
 }
 
 

@@ -48,6 +48,7 @@ from genre_batch.entry import add_device_flags, positive_int
 from genre_batch.errors import GenreBatchError, NotPublishedError
 from genre_batch.evaluation import replaces_current
 from genre_batch.incremental import carry_over_songs, content_hash_of, diff_catalogue, kept_error_rows
+from genre_batch.tagging import retag_hashes
 from genre_batch.indexing import IndexDelta, ModelInUse, index_delta, pooled_from_predictions, publish_index_version
 from genre_batch.ingest import ingest_group
 from genre_batch.layout import RootLayout
@@ -106,7 +107,8 @@ def update_ingest(layout: RootLayout, previous: IngestVersion, catalogue: str, l
     """Steps 1-2: the ingest version in force after this run (the previous one if nothing changed)."""
     listing = list_catalogue(catalogue, labels, strict_labels=False)  # removed files may stay in a CSV
     songs, errors = read_frame(previous.songs_uri), read_frame(previous.errors_uri)
-    diff = diff_catalogue(listing, songs, errors, content_hash_of, retry_failed=retry_failed)
+    diff = diff_catalogue(listing, songs, errors, content_hash_of, retry_failed=retry_failed,
+                          retagged=retag_hashes(layout))
     clock.lap("list_and_compare")
     logger.info("catalogue diff: %s", diff.counts())
     if diff.is_empty:
