@@ -311,23 +311,21 @@ def test_without_validation_songs_the_last_epoch_is_kept_and_both_jobs_say_why(d
     assert any(w.startswith("no validation songs: unknown threshold set to 0.0") for w in warnings)
 
 
-def test_gpu_asked_where_there_is_none_fails_at_once(demo, ray_local):
+def test_gpu_asked_where_there_is_none_fails_at_once(demo, ray_local, monkeypatch, capsys):
     """`train --gpu` / `index --gpu` on a machine without a GPU: a private local Ray never gets
     one, so each command says so and exits instead of waiting for it forever (as Ray would)."""
+    from pipelines import _ray
+
     if ray_local.cluster_resources().get("GPU"):
         pytest.skip("this machine has a GPU")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(_ray, "_joined_address", None)  # this process's Ray is a private local one
     layout = demo["layout"]
     published = (latest_version(layout.models_area, "model"), latest_version(layout.index_area, "index"))
-    script = (
-        "from genre_batch.cli import main\n"
-        f"print('train', main(['train', '--root', {demo['root']!r}, '--gpu', '--run', 'on-gpu', '--epochs', '1']))\n"
-        f"print('index', main(['index', '--root', {demo['root']!r}, '--gpu']))\n"
-    )
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
-    assert out.returncode == 0, out.stderr
-    assert "train 1" in out.stdout and "index 1" in out.stdout, out.stdout + out.stderr
-    assert out.stderr.count("error: --gpu: the local Ray has no GPU") == 2, out.stderr
+    capsys.readouterr()
+    assert main(["train", "--root", demo["root"], "--gpu", "--run", "on-gpu", "--epochs", "1"]) == 1
+    assert main(["index", "--root", demo["root"], "--gpu"]) == 1
+    assert capsys.readouterr().err.count("error: --gpu: the local Ray has no GPU") == 2
     assert (latest_version(layout.models_area, "model"), latest_version(layout.index_area, "index")) == published
 
 

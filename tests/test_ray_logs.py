@@ -129,7 +129,7 @@ ensure_ray(num_cpus=1)
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 def loop(config):
-    time.sleep(4)  # the cleaner asks the State API about its controller every second
+    time.sleep(2.5)  # the cleaner asks the State API about its controller every second
 trainer = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=1),
                        run_config=RunConfig(name="beside", storage_path={storage!r}))
 with (train_controller_knows_its_ray() if {fixed} else contextlib.nullcontext()):

@@ -214,9 +214,10 @@ def test_bad_uploads_get_413_or_422_with_the_clis_reason(catalogue_root, on_firs
 
     text = tmp_path / "notes.mp3"
     text.write_text("not audio at all\n" * 200)
-    cli = subprocess.run([sys.executable, "-m", "genre_batch.cli", "classify", "--root", catalogue_root["root"],
-                          str(text)], capture_output=True, text=True, cwd=REPO)
-    reason = cli.stderr.strip().splitlines()[-1].split(f"{text}: ", 1)[1]
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed), contextlib.redirect_stdout(io.StringIO()):
+        assert main(["classify", "--root", catalogue_root["root"], str(text)]) == 1
+    reason = printed.getvalue().strip().splitlines()[-1].split(f"{text}: ", 1)[1]
     assert_error(on_first_version.post("/api/classify", files=upload(text)), 422,
                  reason.replace(str(text), "notes.mp3"))
 
@@ -374,6 +375,9 @@ def test_the_page_in_a_real_browser_uploads_records_and_answers(catalogue_root, 
         browser.find_element(By.ID, "make-playlist").click()
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#playlist li"))
         assert "history:" in browser.find_element(By.ID, "playlist-mix").text
+        # A phone's width: one column, nothing wider than the screen.
+        browser.set_window_size(390, 844)
+        assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
         path = tmp_path / "page.png"
         browser.save_screenshot(str(path))
         assert path.stat().st_size > 10_000
