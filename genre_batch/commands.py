@@ -315,7 +315,7 @@ def _tag(args: argparse.Namespace) -> int:
     from genre_batch.layout import RootLayout
     from genre_batch.storage import read_text
     from genre_batch.tagging import (
-        TagOptions, TagReport, parse_genre_map, plan_tags, remove_temporary_copies, undo_tags, write_tags,
+        TagOptions, TagReport, parse_genre_map, plan_tags, undo_tags, write_tags,
     )
 
     layout = RootLayout(args.root)
@@ -326,10 +326,7 @@ def _tag(args: argparse.Namespace) -> int:
     index = PublishedIndex(args.root)
     genre_map = parse_genre_map(read_text(args.genre_map, "genre map"), args.genre_map) if args.genre_map else {}
     options = TagOptions(replace_all=args.replace_all, min_confidence=args.min_confidence, genre_map=genre_map)
-    try:
-        plan = plan_tags(index.predictions, index.catalogue_songs, index.threshold, options)
-    finally:
-        remove_temporary_copies()
+    plan = plan_tags(index.predictions, index.catalogue_songs, index.threshold, options)
     if not args.write:
         rows = [asdict(row) for row in plan]
         writes = sum(row.action == "write" for row in plan)

@@ -18,13 +18,14 @@ old tags from it, and ``retag_hashes`` lets ``nightly`` recognise a tag-only cha
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
 
@@ -33,7 +34,9 @@ from genre_batch.errors import GenreBatchError
 from genre_batch.labels import normalise_label
 from genre_batch.layout import RootLayout
 from genre_batch.pooling import UNKNOWN
-from genre_batch.storage import exists, is_local, join, list_prefix, normalise_uri, read_bytes, sha256_of
+from genre_batch.storage import (
+    download_file, exists, is_local, join, list_prefix, normalise_uri, read_bytes, sha256_of,
+)
 from genre_batch.tables import read_frame, write_rows
 from genre_batch.tagfiles import TagFileError, UnsupportedTagFormat, read_file_tags, write_file_tags
 
@@ -57,6 +60,7 @@ class TagPlanRow:
     song_id: str
     format: str | None
     current: str | None  # the genre tag now
+    current_provenance: str | None  # our provenance tag now, if a run of ours wrote the genre
     new: str | None  # the genre to write
     source: str  # label / predicted / none
     confidence: float | None
@@ -112,50 +116,44 @@ def plan_tags(predictions: pd.DataFrame, songs: pd.DataFrame, threshold: float, 
     for song in table.sort_values("path").itertuples(index=False):
         genre, source, confidence, reason = decide(song, threshold, options)
 
-        def row(action: str, why: str, kind: str | None = None, current: str | None = None) -> TagPlanRow:
-            return TagPlanRow(song.path, song.relative_path, song.song_id, kind, current, genre, source, confidence,
-                              action, why, song.content_hash)
+        def row(action: str, why: str, kind: str | None = None, current: str | None = None,
+                provenance: str | None = None) -> TagPlanRow:
+            return TagPlanRow(song.path, song.relative_path, song.song_id, kind, current, provenance, genre, source,
+                              confidence, action, why, song.content_hash)
 
         try:
-            tags = read_file_tags(local_or_copy(song.path))
+            with tags_readable(song.path) as path:
+                tags = read_file_tags(path)
         except (UnsupportedTagFormat, TagFileError, OSError) as exc:
             rows.append(row("skip", str(exc).split(": ", 1)[-1]))
             continue
         current = tags.genre
         if genre is None:
-            rows.append(row("skip", reason, tags.format, current))
+            rows.append(row("skip", reason, tags.format, current, tags.provenance))
         elif current is not None and normalise_label(current) == normalise_label(genre):
-            rows.append(row("skip", f"its tag already says {current}", tags.format, current))
+            rows.append(row("skip", f"its tag already says {current}", tags.format, current, tags.provenance))
         elif current is not None and not options.replace_all:
-            rows.append(row("skip", f"has a genre tag ({current}); --all replaces it", tags.format, current))
+            rows.append(row("skip", f"has a genre tag ({current}); --all replaces it", tags.format, current, tags.provenance))
         elif current_hash(song.path) != song.content_hash:
-            rows.append(row("skip", "changed since it was ingested (its content hash differs)", tags.format, current))
+            rows.append(row("skip", "changed since it was ingested (its content hash differs)", tags.format, current, tags.provenance))
         else:
-            rows.append(row("write", reason, tags.format, current))
+            rows.append(row("write", reason, tags.format, current, tags.provenance))
     return rows
 
 
-def local_or_copy(uri: str) -> str:
-    """A local path to read a file's tags from (remote files: a temporary copy)."""
+@contextlib.contextmanager
+def tags_readable(uri: str) -> Iterator[str]:
+    """A local path to read a file's tags from: the file itself, or for a remote file a
+    temporary copy, removed afterwards."""
     if is_local(uri):
-        return normalise_uri(uri)
+        yield normalise_uri(uri)
+        return
     import tempfile
 
-    handle, path = tempfile.mkstemp(suffix=os.path.splitext(uri)[1])
-    with os.fdopen(handle, "wb") as out:
-        out.write(read_bytes(uri))
-    _TEMPORARY.append(path)
-    return path
-
-
-_TEMPORARY: list[str] = []
-
-
-def remove_temporary_copies() -> None:
-    while _TEMPORARY:
-        path = _TEMPORARY.pop()
-        if os.path.exists(path):
-            os.unlink(path)
+    with tempfile.TemporaryDirectory(prefix="gb-tag-") as folder:
+        path = os.path.join(folder, os.path.basename(uri))
+        download_file(uri, path)
+        yield path
 
 
 # ------------------------------------------------------------------ writing
@@ -258,7 +256,7 @@ def write_tags(layout: RootLayout, plan: Sequence[TagPlanRow], model_run: str, i
     for row in todo:
         text = provenance(run, model_run, index_version, row.source, row.confidence)
         entry = {"path": row.path, "relative_path": row.relative_path, "song_id": row.song_id, "format": row.format,
-                 "old_genre": row.current, "new_genre": row.new, "old_provenance": read_file_tags(row.path).provenance,
+                 "old_genre": row.current, "new_genre": row.new, "old_provenance": row.current_provenance,
                  "new_provenance": text, "source": row.source, "confidence": row.confidence,
                  "old_content_hash": row.content_hash}
         if sha256_of(row.path) != row.content_hash:  # changed between the plan and now
@@ -296,7 +294,7 @@ def undo_tags(layout: RootLayout, run: str, undo_run: str | None = None) -> TagR
     skipped = []
     for entry in log.itertuples(index=False):
         skip = TagPlanRow(entry.path, entry.relative_path, entry.song_id, entry.format, entry.new_genre,
-                          entry.old_genre, "undo", None, "skip", "", entry.new_content_hash)
+                          entry.new_provenance, entry.old_genre, "undo", None, "skip", "", entry.new_content_hash)
         if not os.path.exists(entry.path):
             skipped.append(TagPlanRow(**{**asdict(skip), "reason": "the file is gone"}))
             continue
