@@ -55,11 +55,11 @@ def local_ray() -> Iterator[object]:
     import ray
 
     os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "genre-batch-numba-cache"))
-    from pipelines._ray import quiet_ray_data
+    from pipelines._ray import RAY_TRAIN_ENV, quiet_ray_data
 
     with environ_set({"HOME": tempfile.mkdtemp(prefix="gb-home-"), "RAY_AUTH_MODE": "disabled"}):
         ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="gb-ray-", dir="/tmp"),
-                 logging_level="ERROR", runtime_env={"env_vars": {"NUMBA_CACHE_DIR": os.environ["NUMBA_CACHE_DIR"]}})
+                 logging_level="ERROR", runtime_env={"env_vars": {"NUMBA_CACHE_DIR": os.environ["NUMBA_CACHE_DIR"], **RAY_TRAIN_ENV}})
         quiet_ray_data()
         try:
             yield ray

@@ -408,6 +408,17 @@ def test_dockerfile_installs_the_package_with_writable_numba_cache() -> None:
     assert match and match.group(1).startswith("/tmp/"), "NUMBA_CACHE_DIR must point somewhere writable"
 
 
+def test_the_cluster_sets_ray_trains_poll_interval_as_a_local_ray_does() -> None:
+    """A finished training run is noticed within RAY_TRAIN_ENV's interval on a cluster too:
+    the job's runtime env and the image set what ensure_ray sets for a local Ray."""
+    from pipelines._ray import RAY_TRAIN_ENV
+
+    envs = " ".join(rest for keyword, rest in dockerfile_instructions() if keyword == "ENV")
+    for key, value in RAY_TRAIN_ENV.items():
+        assert load_yaml(RUNTIME_ENV)["env_vars"].get(key) == value, f"cluster/runtime_env.yaml: {key}"
+        assert f"{key}={value}" in envs, f"cluster/Dockerfile: ENV {key}={value}"
+
+
 # ---------------------------------------------------------------- ray up (AWS)
 def test_aws_cluster_config() -> None:
     import jsonschema
