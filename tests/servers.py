@@ -4,6 +4,7 @@ it that injects the faults of a real store (throttling, dropped connections, acc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -41,6 +42,53 @@ def free_ports(count: int) -> list[int]:
         for sock in sockets:
             sock.close()
     return ports
+
+
+def _processes() -> dict[int, tuple[int, bytes]]:
+    """Every process on the machine: pid -> (parent pid, command line)."""
+    out: dict[int, tuple[int, bytes]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                parent = int(stat.read().rsplit(b")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                out[int(entry)] = (parent, cmdline.read())
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def stop_ray_under(temp_dir: str, *also: str, timeout_s: float = 30.0) -> None:
+    """Stop the Ray whose processes name this temp dir (or any of ``also``, e.g. its GCS address)
+    on their command line, with their children (Ray's agents), and no other Ray: `ray stop` would
+    stop every Ray on the machine, other test modules' included."""
+    import signal
+
+    marks = [mark.encode() for mark in (temp_dir, *also)]
+    processes = _processes()
+    doomed = {pid for pid, (_, cmdline) in processes.items()
+              if pid != os.getpid() and any(mark in cmdline for mark in marks)}
+    while True:  # and their descendants
+        more = {pid for pid, (parent, _) in processes.items() if parent in doomed} - doomed
+        if not more:
+            break
+        doomed |= more
+    for pid in doomed:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}/cmdline") and _alive(pid) for pid in doomed):
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"  # a zombie is gone, only unreaped
+    except OSError:
+        return False
 
 
 def free_port() -> int:

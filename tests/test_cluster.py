@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,7 @@ import pytest
 import s3fs
 
 from genre_batch.commands import write_demo_catalogue
-from tests.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, free_ports
+from tests.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, free_ports, stop_ray_under
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,9 @@ def cluster(s3_server, tmp_path_factory):
     if ray.is_initialized():  # a local Ray of another module must not be mistaken for the cluster
         ray.shutdown()
     home = tmp_path_factory.mktemp("cluster-home")
-    temp_dir = tmp_path_factory.mktemp("ray", numbered=True)
+    # Short: Ray's socket paths under it must stay within AF_UNIX's 107 bytes (pytest-xdist's
+    # temp dirs are longer).
+    temp_dir = tempfile.mkdtemp(prefix="gb-cluster-", dir="/tmp")
     # The nodes run with this virtualenv activated, as a cluster image has its Python first
     # on PATH: the jobs' `python -m pipelines...` must find the installed dependencies.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -64,8 +67,9 @@ def cluster(s3_server, tmp_path_factory):
         assert worker.returncode == 0, worker.stdout + worker.stderr
         yield {"env": env, "address": f"http://127.0.0.1:{dashboard}"}
     finally:
-        # `ray stop` stops every Ray of this user on the machine: CI runs nothing else.
-        ray_cli(env, "stop", "--force", timeout=120)
+        # This cluster's processes only (both nodes run under its temp dir; the client server
+        # names its GCS port): other test modules' Rays may run beside it.
+        stop_ray_under(str(temp_dir), f":{port} ")
 
 
 def submit(cluster, submission_id: str, *entrypoint: str) -> subprocess.CompletedProcess:

@@ -7,7 +7,6 @@ Ray's actors print (copied from a real `genre-batch demo` log) between lines of 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import RAY_LOG_FILTER
+from tests.servers import stop_ray_under
 
 pytestmark = pytest.mark.slow
 
@@ -136,17 +136,6 @@ with (train_controller_knows_its_ray() if {fixed} else contextlib.nullcontext())
     trainer.fit()
 print("driver done")
 """
-
-
-def stop_ray_under(temp_dir: str) -> None:
-    """Stop the Ray whose processes run under this temp dir, and no other (`ray stop` would stop
-    every Ray on the machine)."""
-    import signal
-
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            if temp_dir.encode() in cmdline.read_bytes() and int(cmdline.parent.name) != os.getpid():
-                os.kill(int(cmdline.parent.name), signal.SIGKILL)
 
 
 def test_training_beside_another_ray_prints_no_cleaner_traceback(tmp_path):
