@@ -163,4 +163,11 @@ def test_training_beside_another_ray_prints_no_cleaner_traceback(tmp_path):
     assert "driver done" in printed[True] and "driver done" in printed[False], printed
     assert "Found multiple active Ray instances" in printed[False], "the second Ray did not trigger it"
     assert "Found multiple active Ray instances" not in printed[True], printed[True]
-    assert "Traceback" not in printed[True], printed[True]
+    assert "Traceback" not in without_transient_resource_request_warning(printed[True]), printed[True]
+
+
+def without_transient_resource_request_warning(printed: str) -> str:
+    """The output without Ray Train's warning that its controller's first resource request timed
+    out (5 s) and its traceback: Ray calls it "safe to ignore" when the CPU is overloaded, as it
+    is when other test files' Rays run beside these three (pytest-xdist)."""
+    return re.sub(r"[^\n]*Failed to send resource request.*?GetTimeoutError[^\n]*\n", "", printed, flags=re.S)
