@@ -45,7 +45,8 @@ def free_ports(count: int) -> list[int]:
 
 
 def _processes() -> dict[int, tuple[int, bytes]]:
-    """Every process on the machine: pid -> (parent pid, command line)."""
+    """Every process on the machine: pid -> (parent pid, command line, its arguments joined by
+    spaces)."""
     out: dict[int, tuple[int, bytes]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -54,7 +55,7 @@ def _processes() -> dict[int, tuple[int, bytes]]:
             with open(f"/proc/{entry}/stat", "rb") as stat:
                 parent = int(stat.read().rsplit(b")", 1)[1].split()[1])
             with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                out[int(entry)] = (parent, cmdline.read())
+                out[int(entry)] = (parent, cmdline.read().replace(b"\0", b" "))
         except (OSError, ValueError, IndexError):
             continue
     return out
@@ -79,7 +80,7 @@ def stop_ray_under(temp_dir: str, *also: str, timeout_s: float = 30.0) -> None:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}/cmdline") and _alive(pid) for pid in doomed):
+    while time.monotonic() < deadline and any(_alive(pid) for pid in doomed):
         time.sleep(0.1)
 
 
