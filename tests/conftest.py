@@ -4,6 +4,7 @@ a private local Ray (2 CPUs) per module."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from typing import Iterator
@@ -55,16 +56,20 @@ def local_ray() -> Iterator[object]:
     import ray
 
     os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "genre-batch-numba-cache"))
-    from pipelines._ray import RAY_TRAIN_ENV, quiet_ray_data
+    from pipelines._ray import LOCAL_RAY_TRAIN_ENV, quiet_ray_data
 
-    with environ_set({"HOME": tempfile.mkdtemp(prefix="gb-home-"), "RAY_AUTH_MODE": "disabled"}):
-        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="gb-ray-", dir="/tmp"),
-                 logging_level="ERROR", runtime_env={"env_vars": {"NUMBA_CACHE_DIR": os.environ["NUMBA_CACHE_DIR"], **RAY_TRAIN_ENV}})
+    home, temp_dir = tempfile.mkdtemp(prefix="gb-home-"), tempfile.mkdtemp(prefix="gb-ray-", dir="/tmp")
+    # The workers inherit this environment, as a user's local Ray does (ensure_ray): a
+    # runtime_env instead would make Ray discard the workers it pre-starts and start others.
+    with environ_set({"HOME": home, "RAY_AUTH_MODE": "disabled", **LOCAL_RAY_TRAIN_ENV}):
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, logging_level="ERROR")
         quiet_ray_data()
         try:
             yield ray
         finally:
             ray.shutdown()
+            for path in (home, temp_dir):  # a run of the suite leaves nothing in /tmp
+                shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +98,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# The longest files (minutes each under two pytest-xdist workers), longest first: started
+# first, they run beside the many short files instead of leaving one worker alone at the end.
+LONGEST_FIRST = ("test_nightly.py", "test_chain.py", "test_pretrain_job.py", "test_cluster.py", "test_serve.py",
+                 "test_ray_logs.py", "test_compare.py", "test_s3.py", "test_train_data.py", "test_store_failures.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: in-file order kept

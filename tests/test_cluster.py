@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,7 @@ def cluster(s3_server, tmp_path_factory):
         # This cluster's processes only (both nodes run under its temp dir; the client server
         # names its GCS port): other test modules' Rays may run beside it.
         stop_ray_under(str(temp_dir), f":{port} ")
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def submit(cluster, submission_id: str, *entrypoint: str) -> subprocess.CompletedProcess:

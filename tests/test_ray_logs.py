@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -72,12 +73,13 @@ print("driver done", flush=True)
 """
 
 
-def start_driver(skip_regex: str | None) -> subprocess.Popen:
+def start_driver(skip_regex: str | None, scratch: str) -> subprocess.Popen:
     """A driver process; ``skip_regex`` None: the variable unset, as on a user's machine."""
     env = {key: value for key, value in os.environ.items() if key not in ("RAY_DEDUP_LOGS_SKIP_REGEX", "RAY_ADDRESS")}
-    # Its own HOME (Ray's auth token) and temp root (sessions, sockets): two run side by side.
-    env["HOME"] = tempfile.mkdtemp(prefix="gb-home-")
-    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="gb-ray-", dir="/tmp")
+    # Its own HOME (Ray's auth token) and temp root (sessions, sockets) under ``scratch`` (short:
+    # Ray's socket paths have a limit): two run side by side.
+    env["HOME"] = tempfile.mkdtemp(prefix="home-", dir=scratch)
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir=scratch)
     if skip_regex is not None:
         env["RAY_DEDUP_LOGS_SKIP_REGEX"] = skip_regex
     return subprocess.Popen([sys.executable, "-c", DRIVER.format(lines=list(PRINTED_LINES))], env=env, cwd=REPO,
@@ -87,8 +89,12 @@ def start_driver(skip_regex: str | None) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def outputs() -> dict[str, str]:
     """Both drivers at once (one CPU each): the default filter, and the filter turned off."""
-    drivers = {"default": start_driver(None), "off": start_driver("")}
-    printed = {name: driver.communicate(timeout=180)[0] for name, driver in drivers.items()}
+    scratch = tempfile.mkdtemp(prefix="gb-logs-", dir="/tmp")
+    try:
+        drivers = {"default": start_driver(None, scratch), "off": start_driver("", scratch)}
+        printed = {name: driver.communicate(timeout=180)[0] for name, driver in drivers.items()}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     for name, driver in drivers.items():
         assert driver.returncode == 0 and "driver done" in printed[name], printed[name]
     return printed
@@ -134,6 +140,8 @@ trainer = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=1),
                        run_config=RunConfig(name="beside", storage_path={storage!r}))
 with (train_controller_knows_its_ray() if {fixed} else contextlib.nullcontext()):
     trainer.fit()
+import ray
+print("actor classes:", sorted({{actor["ActorClassName"] for actor in ray._private.state.actors().values()}}))
 print("driver done")
 """
 
@@ -160,10 +168,14 @@ def test_training_beside_another_ray_prints_no_cleaner_traceback(tmp_path):
         printed = {fixed: driver.communicate(timeout=300)[0] for fixed, driver in drivers.items()}
     finally:
         stop_ray_under(other)
+        shutil.rmtree(other, ignore_errors=True)
     assert "driver done" in printed[True] and "driver done" in printed[False], printed
     assert "Found multiple active Ray instances" in printed[False], "the second Ray did not trigger it"
     assert "Found multiple active Ray instances" not in printed[True], printed[True]
     assert "Traceback" not in without_transient_resource_request_warning(printed[True]), printed[True]
+    # A local Ray (ensure_ray) runs no preemption watcher: one machine has no node to drain.
+    classes = re.search(r"actor classes: (.*)", printed[True])
+    assert classes and "TrainController" in classes.group(1) and "PreemptionWatcher" not in classes.group(1), printed[True]
 
 
 def without_transient_resource_request_warning(printed: str) -> str:
