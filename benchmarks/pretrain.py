@@ -1,6 +1,6 @@
 """Self-supervised pretraining against training from scratch, on the hard demo catalogue (issue #16).
 
-    .venv/bin/python benchmarks/pretrain.py [--songs 120] [--seeds 3] [--epochs 15] [--pretrain-epochs 20]
+    .venv/bin/python benchmarks/pretrain.py [--songs 120] [--seeds 3] [--epochs 15] [--pretrain-epochs 30]
         [--keep-share 0.1] [--work-dir DIR] [--json out.json]
 
 1. The hard demo catalogue (``synth --difficulty hard``, curated split), ingested twice: with
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--songs", type=int, default=120)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=15, help="epochs of the genre runs")
-    parser.add_argument("--pretrain-epochs", type=int, default=20)
+    parser.add_argument("--pretrain-epochs", type=int, default=30)
     parser.add_argument("--keep-share", type=float, default=0.1, help="share of training labels kept")
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)

@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/pretrain_levers.py ROOT '{"epochs": 30, "time_stretch": 0.15}'
 
 ROOT holds a published ingest with labels (e.g. benchmarks/pretrain.py's root-100 of the hard demo);
-the JSON is TrainConfig fields (``model``: a family name) plus ``temperature`` and
-``view_frames``. It pretrains the
+the JSON is TrainConfig fields (``model``: a family name) plus ``temperature``,
+``view_frames`` and ``rerecord_db`` (default 0 here: off). It pretrains the
 library's ``PretrainLoop`` on every song's tiles (labels unused), and every 10 epochs prints the
 loss and the genre precision@10 of the test songs' neighbours: the song vectors as the index
 searches them (mean of tile embeddings, unit length, centred) and standardised per dimension.
@@ -47,10 +47,11 @@ def main() -> None:
     counts = {s: len(r) for s, r in rows.items()}
     temperature = spec.pop("temperature", 0.1)
     view_frames = spec.pop("view_frames", 192)
+    rerecord_db = spec.pop("rerecord_db", 0.0)  # 0: the recipe before rerecording (the default is RERECORD_DB)
     if "model" in spec:  # a family name, at its default sizes
         spec["model"] = ModelConfig.for_family(spec["model"])
     cfg = TrainConfig(**spec)
-    loop = PretrainLoop(cfg, features, temperature=temperature, view_frames=view_frames)
+    loop = PretrainLoop(cfg, features, temperature=temperature, view_frames=view_frames, rerecord_db=rerecord_db)
     t0 = time.time()
 
     def precision() -> list[float]:

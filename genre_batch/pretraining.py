@@ -36,6 +36,10 @@ PROJECTION_HEAD = "projection_head"
 # Views are crops of this many frames of a tile (the rest of the tile is what varies).
 VIEW_FRAMES = 192
 TEMPERATURE = 0.1
+# Each view goes through another recording chain of this strength (models.augment.rerecord):
+# genre precision@10 of a pretrain-only index on the hard demo, 0.45-0.49 without it
+# (benchmarks/RESULTS.md, "Pretraining levers").
+RERECORD_DB = 20.0
 
 
 class ContrastiveNet(nn.Module):
@@ -60,17 +64,18 @@ class PretrainLoop:
 
     def __init__(self, config: TrainConfig, features: FeatureConfig, device: torch.device | str = "cpu",
                  seed: int | None = None, wrap_model: Callable[[nn.Module], nn.Module] | None = None,
-                 temperature: float = TEMPERATURE, view_frames: int = VIEW_FRAMES) -> None:
+                 temperature: float = TEMPERATURE, view_frames: int = VIEW_FRAMES,
+                 rerecord_db: float = RERECORD_DB) -> None:
         seed = config.seed if seed is None else seed
         torch.manual_seed(seed)
         np.random.seed(seed)
         self.config, self.features, self.device = config, features, torch.device(device)
-        self.temperature, self.view_frames = temperature, view_frames
+        self.temperature, self.view_frames, self.rerecord_db = temperature, view_frames, rerecord_db
         net = ContrastiveNet(build_model(config.model, 1), ProjectionHead(config.model.embedding_dim))
         self.net = wrap_model(net) if wrap_model else net.to(self.device)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
-        self.augment = TileAugment.from_configs(config, features).to(self.device).train()
+        self.augment = TileAugment.from_configs(config, features, rerecord_db=rerecord_db).to(self.device).train()
         self.start_epoch = 0
         self.songs_in_last_batch = 0
         self.history: list[dict[str, float]] = []

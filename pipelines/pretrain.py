@@ -30,6 +30,7 @@ from genre_batch.entry import add_device_flags, positive_int
 from genre_batch.errors import GenreBatchError
 from genre_batch.layout import RootLayout
 from genre_batch.models import MODEL_REGISTRY
+from genre_batch.pretraining import RERECORD_DB, TEMPERATURE, VIEW_FRAMES
 from genre_batch.storage import check_version_name, join, pyarrow_filesystem, upload_file, write_json
 from genre_batch.tables import read_frame
 from pipelines.train import CHECKPOINT_FILE
@@ -76,7 +77,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     counts, rows = song_tile_rows(table)
     tiles_column = table.column("tile")
     loop = PretrainLoop(train_config, features, device=get_device(), seed=train_config.seed + rank,
-                        wrap_model=prepare_model)
+                        wrap_model=prepare_model, rerecord_db=float(config["rerecord_db"]))
     resume_from_checkpoint(loop, rank, progress)
 
     def tiles_of(picks: list[tuple[str, int]]) -> torch.Tensor:
@@ -129,7 +130,8 @@ class PretrainReport:
                 f"encoder {self.model_uri} (fine-tune it: train --init {self.run})")
 
 
-def fit_pretrain(layout: RootLayout, ingest: IngestVersion, run: str, config: TrainConfig) -> PretrainReport:
+def fit_pretrain(layout: RootLayout, ingest: IngestVersion, run: str, config: TrainConfig,
+                 rerecord_db: float = RERECORD_DB) -> PretrainReport:
     """Ray Train over every song's tiles; ``config.use_gpu`` is decided (not None)."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -147,7 +149,7 @@ def fit_pretrain(layout: RootLayout, ingest: IngestVersion, run: str, config: Tr
     trainer = TorchTrainer(
         pretrain_loop_per_worker,
         train_loop_config={"train_config": config, "features": ingest.feature_config, "tiles": tiles_ref,
-                           "threads_per_worker": max(1, int(spare // workers))},
+                           "threads_per_worker": max(1, int(spare // workers)), "rerecord_db": rerecord_db},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(config.use_gpu),
                                      resources_per_worker=None if config.use_gpu else {"CPU": min(1.0, spare / workers)}),
         run_config=RunConfig(name="ray", storage_path=storage_path, storage_filesystem=storage_fs,
@@ -166,12 +168,13 @@ def fit_pretrain(layout: RootLayout, ingest: IngestVersion, run: str, config: Tr
     write_json(join(layout.model_dir(run), "pretrain.json"), {
         "kind": "pretrain", "run": run, "ingest_version": ingest.version, "songs": n_songs, "tiles": n_tiles,
         "feature_config": ingest.feature_config.to_dict(), "train_config": config.to_dict(), "history": history,
+        "views": {"crop_frames": VIEW_FRAMES, "rerecord_db": rerecord_db, "temperature": TEMPERATURE},
     })
     return PretrainReport(run, layout.model_file(run), len(history), history, time.perf_counter() - started)
 
 
 def run_pretrain(root: str, config: TrainConfig = TrainConfig(), run: str | None = None,
-                 address: str | None = None) -> PretrainReport:
+                 address: str | None = None, rerecord_db: float = RERECORD_DB) -> PretrainReport:
     from pipelines._ray import ensure_ray, use_gpus
 
     if run is not None:
@@ -187,7 +190,7 @@ def run_pretrain(root: str, config: TrainConfig = TrainConfig(), run: str | None
         return done
     ensure_ray(address)
     config = dataclasses.replace(config, use_gpu=use_gpus(config.use_gpu))
-    return fit_pretrain(layout, ingest, run, config)
+    return fit_pretrain(layout, ingest, run, config, rerecord_db)
 
 
 def finished_pretrain(layout: RootLayout, run: str, epochs: int) -> PretrainReport | None:
@@ -214,6 +217,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="songs per batch, over all workers (each song's other songs are its negatives)")
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="AdamW learning rate")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of weights, pairs and views")
+    parser.add_argument("--rerecord-db", type=float, default=RERECORD_DB, metavar="DB",
+                        help="each view through another recording chain of this strength: tilt, band limits, "
+                             "noise floor, gain (0: off)")
     add_device_flags(parser, "the pretraining workers")
     parser.add_argument("--run", default=None,
                         help="run name (default: <model>-pretrain-<ingest version>; an existing run resumes)")
@@ -223,7 +229,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def from_args(args: argparse.Namespace) -> PretrainReport:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                          num_workers=args.workers, use_gpu=args.use_gpu, model=ModelConfig.for_family(args.model))
-    return run_pretrain(args.root, config, run=args.run, address=args.address)
+    if args.rerecord_db < 0:
+        raise GenreBatchError(f"--rerecord-db must be at least 0, got {args.rerecord_db}")
+    return run_pretrain(args.root, config, run=args.run, address=args.address, rerecord_db=args.rerecord_db)
 
 
 def main(argv: list[str] | None = None) -> int:

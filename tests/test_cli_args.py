@@ -43,6 +43,7 @@ def test_a_count_below_one_is_a_usage_error(argv, capsys):
         (["index", "--root", "r", "--min-coverage", "-0.1"], "min_coverage must be in [0, 1], got -0.1"),
         (["ingest", "--catalogue", "c", "--root", "r", "--tile-hop", "300"],
          "tile_hop_frames (--tile-hop) must be in 1..256, got 300"),
+        (["pretrain", "--root", "r", "--rerecord-db", "-3"], "--rerecord-db must be at least 0, got -3.0"),
     ],
 )
 def test_a_config_value_out_of_range_is_one_line(argv, message, capsys, tmp_path, monkeypatch):

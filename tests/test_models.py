@@ -188,6 +188,40 @@ def test_frequency_shift_moves_the_mel_axis_and_fills_with_silence() -> None:
     assert torch.equal((out == 0.5).sum(dim=(1, 2, 3)), torch.full((16,), 8))  # nothing lost or made up
 
 
+def test_rerecording_limits_the_band_raises_the_floor_and_stays_in_range() -> None:
+    """Each tile through another chain: quieter at the band's edges than in its middle, never
+    below a noise floor above the bottom, another chain per tile, the model input range kept."""
+    from genre_batch.models.augment import SILENCE, rerecord
+
+    torch.manual_seed(8)
+    x = torch.full((64, 1, 128, 4), 0.2)  # a flat spectrum, 64 dB above the bottom of 80
+    x[:, :, :, 0] = SILENCE  # and a silent frame
+    out = rerecord(x, 20.0, top_db=80.0)
+    assert out.shape == x.shape and out.min() >= -1.0 and out.max() <= 1.0
+    loud = out[:, 0, :, 1]
+    middle = loud[:, 50:70].mean(dim=1)
+    assert (loud[:, -1] < middle).float().mean() > 0.9  # a low-pass nearly always bites at the top
+    assert (loud[:, 0] < middle).float().mean() > 0.6  # a high-pass, or the tilt, at the bottom
+    silent = out[:, 0, :, 0]
+    floor_db = (silent + 1.0) * 40.0  # dB above the bottom
+    assert floor_db.min() >= 0.0 and floor_db.max() <= 40.0 + 1e-3 and floor_db.std() > 5.0  # up to 2 x 20 dB
+    assert len({round(float(v), 3) for v in middle}) > 32  # another chain for every tile
+    torch.manual_seed(8)
+    assert torch.equal(rerecord(x, 20.0, top_db=80.0), out)  # drawn from the global seed
+    assert rerecord(x, 0.0, top_db=80.0) is x  # strength 0: off
+
+
+def test_rerecording_in_the_augmentation_and_off_by_default() -> None:
+    x = tiles_to_input(random_tiles(4, size=64))
+    assert TileAugment.from_configs(TrainConfig(), FeatureConfig()).rerecord_db == 0.0
+    plain = TileAugment(freq_mask=0, time_mask=0).train()
+    assert torch.equal(plain(x), x)
+    rerecorded = TileAugment(freq_mask=0, time_mask=0, rerecord_db=20.0).train()
+    assert not torch.equal(rerecorded(x), x) and rerecorded.eval()(x) is x
+    with pytest.raises(ValueError):
+        TileAugment(rerecord_db=-1.0)
+
+
 def test_mixup_blends_each_tile_with_a_partner() -> None:
     from genre_batch.models.augment import mixup
 

@@ -9,6 +9,7 @@ from genre_batch.checkpoint import is_pretrain, load_checkpoint_state
 from genre_batch.commands import write_demo_catalogue
 from genre_batch.config import ModelConfig, TrainConfig
 from genre_batch.layout import RootLayout
+from genre_batch.pretraining import RERECORD_DB, TEMPERATURE, VIEW_FRAMES
 from genre_batch.storage import exists, read_json
 from pipelines.ingest import run_ingest
 from pipelines.pretrain import run_pretrain
@@ -35,6 +36,7 @@ def test_two_workers_pretrain_on_unlabelled_songs_and_resume(unlabelled):
     assert report.history[0]["songs_per_batch"] == 4  # each worker's 2 songs met the other worker's 2
     record = read_json(f"{layout.model_dir('ssl')}/pretrain.json")
     assert record["kind"] == "pretrain" and record["songs"] == 10
+    assert record["views"] == {"crop_frames": VIEW_FRAMES, "rerecord_db": RERECORD_DB, "temperature": TEMPERATURE}
     assert not exists(f"{layout.models_area}/LATEST")  # never published as the genre model
     again = run_pretrain(unlabelled, TrainConfig(epochs=2, batch_size=4, num_workers=2, model=SMALL), run="ssl")
     assert again.epochs == 2 and again.history[0] == report.history[0]  # resumed, not started over
