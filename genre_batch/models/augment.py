@@ -98,11 +98,11 @@ class TileAugment(nn.Module):
 
     In training mode: a time stretch of up to ``time_stretch`` (a share), a random crop of
     ``crop_frames`` frames, a shift of up to ``freq_shift`` mel bins (each per tile, off at 0),
-    a random gain shift of up to ``max_gain_db`` dB per tile (clamped to
-    the tile range), another recording chain of strength ``rerecord_db`` (``rerecord``), then one frequency mask of up to ``freq_mask`` mel bins and one time mask
-    of up to ``time_mask`` frames, drawn independently per tile (torchaudio's
-    ``FrequencyMasking`` / ``TimeMasking`` with ``iid_masks=True``). Masked cells are set to
-    ``mask_value`` (0.0 = the middle of the dB range). In eval mode it returns its input as is.
+    a random gain shift of up to ``max_gain_db`` dB per tile (clamped to the tile range),
+    another recording chain of strength ``rerecord_db`` (``rerecord``), then one frequency mask
+    of up to ``freq_mask`` mel bins and one time mask of up to ``time_mask`` frames, drawn
+    independently per tile (torchaudio's ``FrequencyMasking`` / ``TimeMasking`` with
+    ``iid_masks=True``). Masked cells are set to ``mask_value`` (0.0 = the middle of the dB range). In eval mode it returns its input as is.
     Randomness comes from torch's global generator, so ``torch.manual_seed`` reproduces it.
     """
 
