@@ -44,9 +44,9 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def _processes() -> dict[int, tuple[int, bytes]]:
-    """Every process on the machine: pid -> (parent pid, command line, its arguments joined by
-    spaces)."""
+def processes() -> dict[int, tuple[int, bytes]]:
+    """Every process on the machine: pid -> (parent pid, command line with its arguments joined
+    by spaces; empty for a zombie)."""
     out: dict[int, tuple[int, bytes]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -68,11 +68,11 @@ def stop_ray_under(temp_dir: str, *also: str, timeout_s: float = 30.0) -> None:
     import signal
 
     marks = [mark.encode() for mark in (temp_dir, *also)]
-    processes = _processes()
-    doomed = {pid for pid, (_, cmdline) in processes.items()
+    everyone = processes()
+    doomed = {pid for pid, (_, cmdline) in everyone.items()
               if pid != os.getpid() and any(mark in cmdline for mark in marks)}
     while True:  # and their descendants
-        more = {pid for pid, (parent, _) in processes.items() if parent in doomed} - doomed
+        more = {pid for pid, (parent, _) in everyone.items() if parent in doomed} - doomed
         if not more:
             break
         doomed |= more

@@ -16,23 +16,15 @@ import pytest
 
 from genre_batch.cli import main
 from genre_batch.commands import write_demo_catalogue
+from tests.servers import processes
 
 pytestmark = pytest.mark.slow
 
 
 def ray_processes_of(session_root: Path) -> list[str]:
     """Command lines of the live processes that belong to the Ray under ``session_root``."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(session_root) in cmdline:
-            found.append(cmdline[:160])
-    return found
+    mark = str(session_root).encode()
+    return [cmdline[:160].decode(errors="replace") for _, cmdline in processes().values() if mark in cmdline]
 
 
 def test_a_killed_driver_publishes_nothing_and_leaves_no_ray_behind(tmp_path):

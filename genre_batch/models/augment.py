@@ -102,7 +102,8 @@ class TileAugment(nn.Module):
     another recording chain of strength ``rerecord_db`` (``rerecord``), then one frequency mask
     of up to ``freq_mask`` mel bins and one time mask of up to ``time_mask`` frames, drawn
     independently per tile (torchaudio's ``FrequencyMasking`` / ``TimeMasking`` with
-    ``iid_masks=True``). Masked cells are set to ``mask_value`` (0.0 = the middle of the dB range). In eval mode it returns its input as is.
+    ``iid_masks=True``). Masked cells are set to ``mask_value`` (0.0 = the middle of the dB
+    range). In eval mode it returns its input as is.
     Randomness comes from torch's global generator, so ``torch.manual_seed`` reproduces it.
     """
 
