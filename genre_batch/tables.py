@@ -6,18 +6,28 @@ from typing import Any, Sequence
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from genre_batch import schemas
 from genre_batch.errors import DamagedFileError
-from genre_batch.storage import FileSum, pyarrow_filesystem, storage_errors, write_bytes
+from genre_batch.storage import FileSum, is_local, normalise_uri, read_bytes, storage_errors, write_bytes
 
 
 def read_table(uri: str, columns: Sequence[str] | None = None) -> pa.Table:
-    fs, path = pyarrow_filesystem(uri)
+    """One Parquet file, whole or some of its columns.
+
+    A remote file is fetched whole by fsspec on this thread and parsed from memory. Handed an
+    fsspec file instead, Arrow reads it ahead from threads of its own that call back into
+    Python, and one still holding the file when the interpreter exits aborts the process
+    ("terminate called without an active exception", exit -6) after the command has answered.
+    """
+    column_list = list(columns) if columns else None
     with storage_errors("read", uri):
         try:
-            return pq.read_table(path, filesystem=fs, columns=list(columns) if columns else None)
+            if is_local(uri):
+                return pq.read_table(normalise_uri(uri), filesystem=pafs.LocalFileSystem(), columns=column_list)
+            return pq.read_table(pa.BufferReader(read_bytes(uri)), columns=column_list)
         except pa.ArrowInvalid as exc:  # truncated or not Parquet at all
             raise DamagedFileError(f"{uri} is damaged: not a readable Parquet file ({exc})") from None
 
