@@ -22,6 +22,9 @@
 5c. the job of 5b with a UDF that does nothing (same records, blocks, settings; no audio):
    Ray Data's per-job cost, from which a ceiling of (5b)/(4b) follows.
 
+For 5 and 5w, Ray's own task events (``ray.timeline``) say where the job's seconds went: when
+each worker's first task began, what it took against the median task, busy time, idle gaps.
+
 Each single-process measurement runs once over its whole set, after one warm-up call of
 every code path (librosa compiles numba code on first use). Ratios are compared with the
 project's targets and printed as PASS/FAIL. ``--investigate`` adds what explains the Ray
@@ -478,8 +481,59 @@ def ray_ingest(catalogue: str, root: str, files_per_task: int) -> dict[str, Any]
         "songs": report.songs, "errors": report.errors, "tiles": report.tiles, "shards": len(shards),
         "first_shard_after_s": (shards[0].stat().st_mtime - started_at) if shards else None,
         "last_shard_after_s": (shards[-1].stat().st_mtime - started_at) if shards else None,
-        "run_ingest_report_s": report.seconds,
+        "run_ingest_report_s": report.seconds, "started_at": started_at, "ended_at": time.time(),
     }
+
+
+# The ingest's map tasks in Ray's task events: "task::<operators>" names the task's operators.
+_INGEST_OPERATOR = "MapBatches(ingest_batch)"
+
+
+def task_timeline(since: float, until: float) -> dict[str, Any]:
+    """Where a Ray Data ingest job's seconds went, from Ray's own task events (``ray.timeline``),
+    seconds from ``since``: per worker that ran the job's map tasks, when its first task began,
+    what that first task took against the median one (the worker's imports and first calls),
+    its busy time and the idle gaps between its tasks; and when Ray Data's own actors started."""
+    import statistics
+
+    import ray
+
+    spans: dict[str, list[tuple[float, float]]] = {}
+    actors: dict[str, dict[str, float]] = {}
+    for event in ray.timeline():
+        begin = event.get("ts", 0) / 1e6 - since
+        if event.get("ph") != "X" or not 0 <= begin <= until - since:
+            continue
+        category = str(event.get("cat", ""))
+        if category.startswith("task::") and _INGEST_OPERATOR in category:
+            spans.setdefault(str(event["tid"]), []).append((begin, event["dur"] / 1e6))
+        elif category.startswith("task::") and event.get("name") == "__init__":
+            actors[category.rsplit(":", 1)[-1].split(".")[0]] = {"start_s": begin, "init_s": event["dur"] / 1e6}
+    workers = []
+    for tasks in spans.values():
+        tasks.sort()
+        gaps = [later[0] - (earlier[0] + earlier[1]) for earlier, later in zip(tasks, tasks[1:])]
+        workers.append({
+            "tasks": len(tasks), "first_start_s": tasks[0][0], "first_task_s": tasks[0][1],
+            "median_task_s": statistics.median(d for _, d in tasks), "busy_s": sum(d for _, d in tasks),
+            "gaps_s": sum(gaps), "last_end_s": max(b + d for b, d in tasks),
+        })
+    return {"job_s": until - since, "workers": sorted(workers, key=lambda w: w["first_start_s"]), "actors": actors}
+
+
+def timeline_lines(step: str, timeline: dict[str, Any]) -> list[str]:
+    lines = [f"{step}: the job's {timeline['job_s']:.2f} s, by Ray's task events (per worker):"]
+    for worker in timeline["workers"]:
+        lines.append(
+            f"    {worker['tasks']} tasks; first began at +{worker['first_start_s']:.2f} s and took "
+            f"{worker['first_task_s']:.2f} s (median task {worker['median_task_s']:.2f} s); busy "
+            f"{worker['busy_s']:.2f} s, idle between tasks {worker['gaps_s']:.2f} s, last ended at "
+            f"+{worker['last_end_s']:.2f} s")
+    for name, actor in timeline["actors"].items():
+        lines.append(f"    Ray Data's {name} started at +{actor['start_s']:.2f} s ({actor['init_s']:.2f} s in __init__)")
+    if not timeline["workers"]:
+        lines.append("    (no task events: Ray's task events are off or were dropped)")
+    return lines
 
 
 def run_script(what: str, script: str, *argv: str) -> dict[str, Any]:
@@ -792,6 +846,8 @@ def main(args: argparse.Namespace) -> int:
         m5w = measure("5w the same job again, this driver (warm workers)", len(files), total_audio, cpus,
                       lambda: ray_ingest(str(catalogue_dir), str(work / "ray-root-warm"), fpt))
         rows.append(m5w)
+        for m in (m5, m5w):  # read after both jobs, outside their timings
+            m.notes["timeline"] = task_timeline(m.notes.pop("started_at"), m.notes.pop("ended_at"))
         driver = measure("5b driver process (start, imports, connect, job)", len(files), total_audio, cpus,
                          lambda: ray_next_job(str(catalogue_dir), str(work / "ray-root-next"), fpt))
         m5b = Measurement(step="5b Ray Data run_ingest, next job", songs=len(files), audio_s=total_audio,
@@ -813,7 +869,10 @@ def main(args: argparse.Namespace) -> int:
     for m in (m2, m3, m3b, m4, m4b, m5, m5b):
         if m is not None:
             print(f"{m.step}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
-                                             for k, v in m.notes.items() if k != "per_file_s"))
+                                             for k, v in m.notes.items() if k not in ("per_file_s", "timeline")))
+    for m in (m5, m5w):
+        if m is not None:
+            print("\n".join(timeline_lines(m.step, m.notes["timeline"])))
     print()
     print("per source format, one process each (per-file sums, shard writes excluded):")
     print(format_table(m1.notes.pop("per_file_decode"), m1c.notes.pop("per_file_s"), m2.notes["per_file_s"],
