@@ -15,8 +15,8 @@ import pytest
 # pytest-xdist workers share 2 cores with the Ray workers and servers they start; a driver that
 # also ran torch's and OpenBLAS's 2-thread pools beside them oversubscribed the cores (a
 # parallel region waits for its slowest thread): 112-130 s against 99-103 s on the chain and
-# model tests. Set before
-# numpy or torch is imported here, so their pools start at 1; a value given by hand is kept.
+# model tests. Set before numpy or torch is imported here, so their pools start at 1; a value
+# given by hand is kept.
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
